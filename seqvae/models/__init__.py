@@ -1,0 +1,1 @@
+"""Sequence VAEs: the image VAE (T = 1), the hierarchical VAE and SVG."""
