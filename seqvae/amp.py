@@ -1,0 +1,38 @@
+"""Mixed precision set up in one place: which autocast dtype, and whether a grad scaler.
+
+``auto``: bf16 on a GPU that supports it, else fp16 with a grad scaler; fp32 on CPU.
+``bf16`` on CPU is allowed (and pays on CPUs with AVX512-BF16/AMX); fp16 on CPU is not.
+Likelihoods and KLs compute in float32 whatever is chosen.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def resolve(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32)."""
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"train.precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("train.precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def setup_backends(device: torch.device) -> None:
+    """TF32 matmuls/convs on GPU (free speed on Ampere+)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True

@@ -1,0 +1,336 @@
+"""Frame metrics of the SVG evaluation protocol: PSNR, SSIM, LPIPS, best-of-N, curves.
+
+Video prediction is scored per predicted frame (Denton & Fergus 2018, §5; the σ-VAE
+paper, §5.1 and Table 3, follows the same protocol on BAIR): draw N samples per test
+sequence, score each against the ground truth frame by frame, keep for every sequence the
+sample whose *mean* score over the predicted frames is best ("best of N"), and report the
+per-timestep mean (and standard error) of those curves.
+
+* :func:`psnr` — peak signal-to-noise ratio per frame, ``10·log10(range² / MSE)``.
+* :func:`ssim` — structural similarity per frame (Wang et al. 2004), computed by the kept
+  library ``pytorch_msssim`` (11×11 Gaussian window, σ = 1.5, K = (0.01, 0.03)).
+* :class:`LPIPS` — learned perceptual distance (Zhang et al. 2018) from the ``lpips``
+  package; its linear calibration layers ship with the package, its ImageNet backbone
+  (AlexNet by default) comes from torchvision and is never downloaded implicitly.
+* :func:`best_of_n`, :func:`save_curves` — the selection rule and the CSV/PNG output.
+
+All frame tensors are ``[..., C, H, W]`` floats in [0, 1] (videos ``[B, T, C, H, W]``);
+every metric returns one value per frame, ``[...]`` (``[B, T]`` for videos). Clamp model
+outputs to [0, 1] before scoring if the likelihood head's mean can leave that range.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "MissingWeightsError",
+    "psnr",
+    "ssim",
+    "LPIPS",
+    "BestOfN",
+    "best_of_n",
+    "save_curves",
+    "SSIM_WINDOW",
+]
+
+SSIM_WINDOW = 11  # pytorch_msssim's default Gaussian window (Wang et al. 2004)
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Pretrained weights a metric needs (LPIPS backbone, FID Inception) are not available.
+
+    Raised instead of attempting a download. The message names the file that was expected,
+    every place that was searched, and the setting that points at a local copy.
+    """
+
+
+def _frames(pred: Tensor, target: Tensor, name: str) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+    """Check shapes and flatten ``[..., C, H, W]`` to ``[N, C, H, W]`` float32; return the lead shape."""
+    if pred.shape != target.shape:
+        raise ValueError(f"{name}: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    if pred.dim() < 3:
+        raise ValueError(f"{name}: expected frames [..., C, H, W], got shape {tuple(pred.shape)}")
+    lead = tuple(pred.shape[:-3])
+    c, h, w = pred.shape[-3:]
+    return pred.reshape(-1, c, h, w).float(), target.reshape(-1, c, h, w).float(), lead
+
+
+def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0, max_db: float | None = None) -> Tensor:
+    """Peak signal-to-noise ratio per frame: ``10·log10(data_range² / MSE)`` in dB.
+
+    ``pred``, ``target``: ``[..., C, H, W]`` (videos ``[B, T, C, H, W]``) in [0, data_range].
+    The MSE is taken over C·H·W of each frame. Returns ``[...]`` (``[B, T]``), float32.
+
+    Identical frames (MSE = 0) give ``+inf`` — the exact value, never NaN and no warning —
+    unless ``max_db`` is set, in which case every value is capped at ``max_db`` (use a cap
+    when averaging curves that may contain perfect reconstructions).
+    """
+    p, t, lead = _frames(pred, target, "psnr")
+    mse = (p.double() - t.double()).pow(2).flatten(1).mean(1)
+    # 10·log10(r²/mse); where mse == 0 the quotient is +inf by IEEE rules, so no division guard
+    # is needed beyond doing it explicitly (torch.where keeps autograd / NaN-free).
+    zero = mse == 0
+    out = torch.where(zero, torch.full_like(mse, math.inf),
+                      10.0 * torch.log10(data_range**2 / torch.where(zero, torch.ones_like(mse), mse)))
+    if max_db is not None:
+        out = out.clamp(max=max_db)
+    return out.float().reshape(lead)
+
+
+def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
+    """Structural similarity per frame (Wang et al. 2004) via ``pytorch_msssim.ssim``.
+
+    Uses the library's defaults (11×11 Gaussian window, σ = 1.5, K = (0.01, 0.03)), averaged
+    over pixels and channels of each frame (``size_average=False`` keeps frames apart).
+    ``pred``, ``target``: ``[..., C, H, W]`` in [0, data_range]; returns ``[...]``.
+    Frames must be at least 11×11 pixels (the window is applied without padding).
+    """
+    from pytorch_msssim import ssim as _ssim
+
+    p, t, lead = _frames(pred, target, "ssim")
+    h, w = p.shape[-2:]
+    if h < SSIM_WINDOW or w < SSIM_WINDOW:
+        raise ValueError(
+            f"ssim: the {SSIM_WINDOW}×{SSIM_WINDOW} Gaussian window of SSIM needs frames of at least "
+            f"{SSIM_WINDOW}×{SSIM_WINDOW} pixels; got {h}×{w}"
+        )
+    if p.shape[0] == 0:
+        return p.new_zeros(lead)
+    out = _ssim(p, t, data_range=data_range, size_average=False)
+    return out.reshape(lead)
+
+
+# ---------------------------------------------------------------------------------------------
+# LPIPS
+# ---------------------------------------------------------------------------------------------
+
+# lpips trunk name -> (torchvision builder, torchvision weights enum) of its ImageNet backbone.
+_LPIPS_BACKBONES: dict[str, tuple[str, str]] = {
+    "alex": ("alexnet", "AlexNet_Weights"),
+    "vgg": ("vgg16", "VGG16_Weights"),
+    "squeeze": ("squeezenet1_1", "SqueezeNet1_1_Weights"),
+}
+
+
+def lpips_backbone_url(net: str = "alex") -> str:
+    """The URL torchvision downloads the ImageNet weights of LPIPS's ``net`` backbone from."""
+    import torchvision.models as tvm
+
+    if net not in _LPIPS_BACKBONES:
+        raise ValueError(f"LPIPS net must be one of {sorted(_LPIPS_BACKBONES)}, got {net!r}")
+    return getattr(tvm, _LPIPS_BACKBONES[net][1]).IMAGENET1K_V1.url
+
+
+def lpips_backbone_cache_path(net: str = "alex") -> Path:
+    """Where torchvision caches that backbone: ``torch.hub.get_dir()/checkpoints/<file>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(lpips_backbone_url(net))
+
+
+def _load_backbone_state(net: str, backbone_weights: str | os.PathLike | None, download: bool) -> dict[str, Tensor]:
+    """Find the backbone's state_dict: explicit path, else the torch hub cache; never fetch unless asked."""
+    url = lpips_backbone_url(net)
+    cached = lpips_backbone_cache_path(net)
+    if backbone_weights is not None:
+        path = Path(backbone_weights).expanduser()
+        if not path.is_file():
+            raise MissingWeightsError(
+                f"LPIPS: backbone_weights points at {str(path)!r}, which is not a file. It must be a torchvision "
+                f"{_LPIPS_BACKBONES[net][0]} state_dict such as {os.path.basename(url)} (from {url})."
+            )
+        return torch.load(path, map_location="cpu", weights_only=True)
+    if cached.is_file():
+        return torch.load(cached, map_location="cpu", weights_only=True)
+    if download:
+        try:
+            return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
+        except Exception as err:  # network errors come in many types
+            raise MissingWeightsError(
+                f"LPIPS: downloading the {net} backbone from {url} failed ({err!r}). Copy the file to {cached} "
+                f"or set `backbone_weights: /path/to/{os.path.basename(url)}`."
+            ) from err
+    raise MissingWeightsError(
+        f"LPIPS needs the ImageNet-pretrained {_LPIPS_BACKBONES[net][0]} backbone (torchvision), which is not "
+        f"available offline. Looked for {cached} (torch.hub.get_dir()/checkpoints/, torchvision's cache; "
+        f"move it with $TORCH_HOME). Fix: copy {os.path.basename(url)} (from {url}) there, or set "
+        f"`backbone_weights: /path/to/{os.path.basename(url)}` (LPIPS(backbone_weights=...)) to load a local "
+        f"torchvision state_dict, or pass download=True on a machine with network access."
+    )
+
+
+class LPIPS(nn.Module):
+    """Learned Perceptual Image Patch Similarity (Zhang et al. 2018), one value per frame.
+
+    Wraps ``lpips.LPIPS(net=net, pretrained=True)`` (version 0.1): the linear calibration
+    weights come from the ``lpips`` package; the ImageNet backbone is loaded from
+    ``backbone_weights`` (a torchvision state_dict, e.g. ``alexnet-owt-7be5be79.pth``) or
+    else from torchvision's cache ``torch.hub.get_dir()/checkpoints/``. If neither holds it
+    a :class:`MissingWeightsError` is raised; nothing is downloaded unless ``download=True``.
+
+    ``forward(pred, target)``: ``[..., C, H, W]`` in [0, 1] with C = 3 (or 1, repeated to
+    RGB) → ``[...]``; inputs are scaled to [-1, 1] as LPIPS expects. Lower is more similar.
+    Frames are processed ``batch_size`` at a time on the module's device.
+    """
+
+    def __init__(
+        self,
+        backbone_weights: str | os.PathLike | None = None,
+        net: str = "alex",
+        batch_size: int = 64,
+        download: bool = False,
+    ) -> None:
+        super().__init__()
+        import lpips  # lazy: pulls in torchvision
+
+        state = _load_backbone_state(net, backbone_weights, download)
+        with warnings.catch_warnings():  # lpips calls torchvision's deprecated `pretrained=` argument
+            warnings.simplefilter("ignore")
+            # pnet_rand=True: build the trunk without weights (no download); we load them below.
+            model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+        self.model = model.eval().requires_grad_(False)
+        self._load_trunk(state)
+        self.batch_size = batch_size
+
+    def _load_trunk(self, state: dict[str, Tensor]) -> None:
+        """Copy torchvision ``features.<i>.*`` tensors into lpips's ``slice<k>.<i>.*`` trunk."""
+        if any(k.startswith("features.") for k in state):
+            feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        else:
+            feats = dict(state)
+        mapped, missing = {}, []
+        for name in self.model.net.state_dict():
+            key = name.split(".", 1)[1]  # "slice2.3.weight" -> "3.weight" (index into .features)
+            if key in feats:
+                mapped[name] = feats[key]
+            else:
+                missing.append(f"features.{key}")
+        if missing:
+            raise ValueError(f"LPIPS: backbone state_dict lacks {missing[:4]}{'…' if len(missing) > 4 else ''}; "
+                             f"expected a torchvision {self.model.pnet_type} state_dict")
+        self.model.net.load_state_dict(mapped)
+
+    @torch.no_grad()
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        p, t, lead = _frames(pred, target, "LPIPS")
+        if p.shape[1] == 1:
+            p, t = p.expand(-1, 3, -1, -1), t.expand(-1, 3, -1, -1)
+        elif p.shape[1] != 3:
+            raise ValueError(f"LPIPS: expected 1 or 3 channels, got {p.shape[1]}")
+        device = next(self.model.parameters()).device
+        out = []
+        for i in range(0, p.shape[0], self.batch_size):
+            a = p[i:i + self.batch_size].to(device) * 2.0 - 1.0  # [0, 1] -> [-1, 1]
+            b = t[i:i + self.batch_size].to(device) * 2.0 - 1.0
+            out.append(self.model(a, b).flatten())  # lpips returns [n, 1, 1, 1]
+        res = torch.cat(out) if out else p.new_zeros(0)
+        return res.to(pred.device).reshape(lead)
+
+
+# ---------------------------------------------------------------------------------------------
+# Best of N (SVG protocol) and curves
+# ---------------------------------------------------------------------------------------------
+
+
+class BestOfN(NamedTuple):
+    curve: Tensor  # [B, T] per-frame metric of the chosen sample
+    index: Tensor  # [B] which of the S samples was chosen
+
+
+def best_of_n(
+    samples: Tensor,
+    truth: Tensor,
+    metric_fn: Callable[[Tensor, Tensor], Tensor],
+    higher_is_better: bool,
+) -> BestOfN:
+    """The SVG selection rule (Denton & Fergus 2018, §5): best of S samples per sequence.
+
+    ``samples``: ``[S, B, T, C, H, W]``; ``truth``: ``[B, T, C, H, W]`` — pass only the
+    *predicted* frames (slice the context off first). ``metric_fn(pred, truth) -> [B, T]``
+    scores one sample set (e.g. :func:`psnr`, :func:`ssim`, an :class:`LPIPS` instance).
+    For each sequence the sample with the best mean over T is kept (ties → lowest index).
+    Returns ``(curve [B, T], index [B])``. Each metric selects its own best sample, as in
+    the original protocol.
+    """
+    if samples.dim() != truth.dim() + 1 or samples.shape[1:] != truth.shape:
+        raise ValueError(f"best_of_n: samples {tuple(samples.shape)} must be [S, *truth.shape], "
+                         f"truth {tuple(truth.shape)}")
+    scores = torch.stack([metric_fn(samples[s], truth) for s in range(samples.shape[0])])  # [S, B, T]
+    if scores.dim() != 3:
+        raise ValueError(f"best_of_n: metric_fn must return [B, T], got {tuple(scores.shape[1:])}")
+    mean = scores.double().mean(2)  # [S, B]
+    index = (mean if higher_is_better else -mean).argmax(0)  # first maximum on ties
+    curve = scores.gather(0, index.view(1, -1, 1).expand(1, *scores.shape[1:])).squeeze(0)
+    return BestOfN(curve, index)
+
+
+def curve_stats(values: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-timestep mean and standard error over sequences of ``[B, T]`` → (``[T]``, ``[T]``).
+
+    The standard error is ``std(ddof=1) / sqrt(B)`` (0 when B = 1).
+    """
+    v = values.detach().double().cpu()
+    mean = v.mean(0)
+    if v.shape[0] < 2:
+        return mean, torch.zeros_like(mean)
+    return mean, v.std(0, unbiased=True) / math.sqrt(v.shape[0])
+
+
+def save_curves(curves: dict[str, Tensor], out_dir: str | os.PathLike, x_offset: int = 0) -> list[Path]:
+    """Write per-timestep metric curves: one CSV for all metrics and one PNG per metric.
+
+    ``curves``: name → ``[B, T]`` (all the same T), e.g. the ``curve`` of :func:`best_of_n`.
+    ``x_offset``: the time index of column 0 (e.g. the number of context frames, so the
+    x axis counts frames of the whole sequence). ``curves.csv`` has a column ``t`` and
+    ``<name>_mean``, ``<name>_sem`` (standard error) per metric; ``<name>.png`` plots the
+    mean with a ±1 s.e. band (matplotlib's Agg canvas, no display or global backend change).
+    Returns the written paths.
+    """
+    if not curves:
+        raise ValueError("save_curves: no curves given")
+    lengths = {name: c.shape[-1] for name, c in curves.items()}
+    if any(c.dim() != 2 for c in curves.values()) or len(set(lengths.values())) != 1:
+        raise ValueError(f"save_curves: every curve must be [B, T] with one T; got "
+                         f"{ {n: tuple(c.shape) for n, c in curves.items()} }")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    T = next(iter(lengths.values()))
+    steps = [x_offset + t for t in range(T)]
+    stats = {name: curve_stats(c) for name, c in curves.items()}
+
+    csv_path = out / "curves.csv"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["t"] + [f"{n}_{s}" for n in curves for s in ("mean", "sem")])
+        for i, t in enumerate(steps):
+            row: list[object] = [t]
+            for n in curves:
+                row += [f"{float(stats[n][0][i]):.6g}", f"{float(stats[n][1][i]):.6g}"]
+            writer.writerow(row)
+
+    paths = [csv_path]
+    for name, (mean, sem) in stats.items():
+        fig = Figure(figsize=(5, 3.5))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        m, s = mean.numpy(), sem.numpy()
+        ax.plot(steps, m, marker="o", markersize=3)
+        ax.fill_between(steps, m - s, m + s, alpha=0.25)
+        ax.set_xlabel("time step")
+        ax.set_ylabel(name)
+        ax.set_title(f"{name} per time step (n={curves[name].shape[0]}, ±1 s.e.)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        png = out / f"{name}.png"
+        fig.savefig(png, dpi=120)
+        paths.append(png)
+    return paths

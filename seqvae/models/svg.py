@@ -1,0 +1,319 @@
+"""SVG: stochastic video generation with a learned prior (Denton & Fergus 2018), with a
+swappable calibrated decoder (the σ-VAE paper, §3–4; SVG-LP on BAIR in §5).
+
+Per predicted frame t (SVG §3, Eq. 1–4; the σ-VAE uses β = 1):
+
+    h_{t-1} = E(x_{t-1})                          frame encoder (dcgan64 / vgg64)
+    z_t     ~ q(z_t | x_{1:t})  = N(μ_φ, σ_φ)      posterior LSTM fed E(x_t)       (training)
+    p(z_t | x_{1:t-1}) = N(μ_ψ, σ_ψ)               learned-prior LSTM fed h_{t-1}   (SVG-LP)
+    g_t     = f(h_{t-1}, z_t [, a_{t-1}])         frame-predictor LSTM
+    x̂_t    ~ head(D(g_t, skips))                  decoder with skips from the last context frame
+
+    −ELBO = Σ_{t=1}^{T-1} [ −log p(x_t | ·) + KL(q(z_t | x_{1:t}) ‖ p(z_t | x_{1:t-1})) ]
+
+``prior="fixed"`` is SVG-FP (p = N(0, I)); ``prior="none"`` is the deterministic model
+(no latent, KL = 0). With ``action_conditioned`` the action a_{t-1} (which moves frame
+t−1 to frame t) is fed to the predictor, prior and posterior.
+
+How the computation is laid out (same function as the original code, less work):
+
+* In training every LSTM input is known in advance (teacher forcing: h_{t-1} and h_t are
+  encodings of true frames and z_t comes from the posterior, which sees only h_t), so all
+  frames are encoded in ONE encoder call over ``(b t)`` (the original encodes each frame
+  twice, one call per frame), each LSTM runs once over the whole sequence, and all
+  predicted frames are decoded in ONE decoder call after the recurrence.
+* A skip map shared by many decoded frames is convolved once
+  (:func:`seqvae.nets.vgg64.conv_cat`).
+* BatchNorm therefore sees batch statistics over all ``B·T`` frames of a step instead of
+  the original's ``B`` frames of one time step; at evaluation (running statistics) the
+  two are the same function.
+* Generation encodes the context in one call, then per predicted frame runs one decoder
+  call and one encoder call on that frame (SVG feeds the encoding of the previous
+  *generated* frame back), which is inherent to the model.
+
+Recurrent state is explicit (:class:`SVGState`), noise comes from an explicit
+``torch.Generator``; likelihoods and KLs are float32 under autocast.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from seqvae.config import ComponentConfig
+from seqvae.data.spec import DataSpec
+from seqvae.likelihoods.base import LikelihoodHead
+from seqvae.models.base import SequenceVAE
+from seqvae.models.output import ELBO, gaussian_kl
+from seqvae.nets.dcgan64 import DCGANDecoder64, DCGANEncoder64
+from seqvae.nets.lstm import LSTM, GaussianLSTM, LSTMState
+from seqvae.nets.vgg64 import VGGDecoder64, VGGEncoder64
+from seqvae.registry import MODELS
+
+BACKBONES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
+    "dcgan64": (DCGANEncoder64, DCGANDecoder64),
+    "vgg64": (VGGEncoder64, VGGDecoder64),
+}
+PRIORS = ("learned", "fixed", "none")
+SKIPS = ("last_context", "last_frame")
+
+
+@dataclass
+class SVGConfig(ComponentConfig):
+    """SVG hyper-parameters; the defaults are the original BAIR SVG-LP settings."""
+
+    name: str = "svg"
+    backbone: str = "vgg64"            # dcgan64 | vgg64
+    g_dim: int = 128                   # frame code size (encoder output, predictor output)
+    z_dim: int = 64                    # latent size per frame
+    rnn_size: int = 256                # hidden units of every LSTM
+    predictor_layers: int = 2
+    prior_layers: int = 1
+    posterior_layers: int = 1
+    n_past: int = 2                    # context frames
+    n_future: int = 10                 # predicted frames in training (sequences of n_past + n_future)
+    n_eval: int = 28                   # predicted frames at evaluation
+    prior: str = "learned"             # learned (SVG-LP) | fixed (SVG-FP, N(0, I)) | none (deterministic)
+    action_conditioned: bool = False   # feed a_{t-1} to predictor, prior and posterior
+    skip: str = "last_context"         # last_context (SVG) | last_frame (most recent frame's skips)
+
+
+@dataclass
+class SVGState:
+    """Recurrent state of the three LSTMs; ``None`` for the ones a variant does not have."""
+
+    predictor: LSTMState
+    prior: LSTMState | None = None
+    posterior: LSTMState | None = None
+
+
+@dataclass
+class Transition:
+    """Output of :meth:`SVG.transition` over ``S`` steps (float32 latents)."""
+
+    g: Tensor                        # [B, S, g_dim] predicted frame codes
+    z: Tensor | None                 # [B, S, z_dim] latents used (None: deterministic)
+    mu_q: Tensor | None = None       # posterior, [B, S, z_dim] (when h_next was given)
+    logvar_q: Tensor | None = None
+    mu_p: Tensor | None = None       # learned prior, [B, S, z_dim]
+    logvar_p: Tensor | None = None
+
+
+class SVG(SequenceVAE):
+    """SVG-LP / SVG-FP / deterministic video predictor with a likelihood head."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: LikelihoodHead, *,
+                 channels: int, g_dim: int, z_dim: int, rnn_size: int, predictor_layers: int,
+                 prior_layers: int, posterior_layers: int, n_past: int, n_future: int, n_eval: int,
+                 prior: str = "learned", action_dim: int = 0, skip: str = "last_context") -> None:
+        super().__init__()
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+        if skip not in SKIPS:
+            raise ValueError(f"skip must be one of {SKIPS}, got {skip!r}")
+        if n_past < 1:
+            raise ValueError(f"n_past must be at least 1, got {n_past}")
+        self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
+        self.channels, self.g_dim, self.rnn_size = channels, g_dim, rnn_size
+        self.z_dim = z_dim if prior != "none" else 0
+        self.n_past, self.n_future, self.n_eval = n_past, n_future, n_eval
+        self.prior_kind, self.action_dim, self.skip = prior, action_dim, skip
+        self.predictor = LSTM(g_dim + self.z_dim + action_dim, g_dim, rnn_size, predictor_layers)
+        self.posterior = GaussianLSTM(g_dim + action_dim, z_dim, rnn_size, posterior_layers) if prior != "none" else None
+        self.prior = GaussianLSTM(g_dim + action_dim, z_dim, rnn_size, prior_layers) if prior == "learned" else None
+
+    # ------------------------------------------------------------------ pieces
+    def init_state(self, batch_size: int, device: torch.device | str, dtype: torch.dtype = torch.float32) -> SVGState:
+        """Zero state for a new sequence (SVG resets the LSTMs at every sequence)."""
+        return SVGState(
+            predictor=self.predictor.init_state(batch_size, device, dtype),
+            prior=self.prior.init_state(batch_size, device, dtype) if self.prior is not None else None,
+            posterior=self.posterior.init_state(batch_size, device, dtype) if self.posterior is not None else None,
+        )
+
+    def encode(self, frames: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """All frames in one encoder call: ``[B, T, C, H, W] -> (h[B, T, g], skips [B, T, c, s, s])``."""
+        b = frames.shape[0]
+        h, skips = self.encoder(rearrange(frames, "b t c h w -> (b t) c h w"))
+        return (rearrange(h, "(b t) g -> b t g", b=b),
+                [rearrange(s, "(b t) c h w -> b t c h w", b=b) for s in skips])
+
+    def decode(self, g: Tensor, skips: list[Tensor], skip_pos: Tensor) -> Tensor:
+        """All steps in one decoder call: ``g[B, S, g_dim]``, ``skips[B, K, ...]`` and
+        ``skip_pos[S]`` (the skip frame, 0..K−1, of each step) -> ``params[B, S, P, H, W]``.
+
+        The skip convolutions run on the ``B·K`` distinct skip maps only.
+        """
+        b, s = g.shape[:2]
+        k = skips[0].shape[1]
+        terms = self.decoder.skip_terms([rearrange(x, "b k c h w -> (b k) c h w") for x in skips])
+        index = (torch.arange(b, device=g.device)[:, None] * k + skip_pos.to(g.device)[None, :]).reshape(-1)
+        params = self.decoder(rearrange(g, "b s g -> (b s) g"), terms, index)
+        return rearrange(params, "(b s) p h w -> b s p h w", b=b)
+
+    def transition(self, h_prev: Tensor, state: SVGState, *, h_next: Tensor | None = None,
+                   actions: Tensor | None = None, generator: torch.Generator | None = None) -> tuple[Transition, SVGState]:
+        """Run prior, posterior and predictor over ``S`` steps.
+
+        Args:
+            h_prev: ``[B, S, g]`` codes of frames t−1 (fed to prior and predictor).
+            state: the recurrent state before these steps.
+            h_next: ``[B, S, g]`` codes of the true frames t: z_t is drawn from the
+                posterior (training, context warm-up); None: from the prior.
+            actions: ``[B, S, A]`` actions a_{t−1} (only for action-conditioned models).
+            generator: source of the noise ε ``[B, S, z_dim]``, drawn in one call.
+        Returns:
+            the step outputs and the state after them.
+        """
+        b, s = h_prev.shape[:2]
+        h_prev = h_prev.float()
+        cond = [actions.float()] if self.action_dim else []
+        new = SVGState(predictor=state.predictor, prior=state.prior, posterior=state.posterior)
+        out = Transition(g=h_prev, z=None)
+        if self.prior is not None:
+            out.mu_p, out.logvar_p, new.prior = self.prior(torch.cat([h_prev, *cond], -1), state.prior)
+        if self.posterior is not None and h_next is not None:
+            out.mu_q, out.logvar_q, new.posterior = self.posterior(torch.cat([h_next.float(), *cond], -1), state.posterior)
+        if self.z_dim:
+            eps = torch.randn(b, s, self.z_dim, generator=generator, device=h_prev.device)
+            if out.mu_q is not None:
+                out.z = out.mu_q + torch.exp(0.5 * out.logvar_q) * eps
+            elif out.mu_p is not None:
+                out.z = out.mu_p + torch.exp(0.5 * out.logvar_p) * eps
+            else:  # SVG-FP: N(0, I)
+                out.z = eps
+        inputs = [h_prev] + ([out.z] if out.z is not None else []) + cond
+        out.g, new.predictor = self.predictor(torch.cat(inputs, -1), state.predictor)
+        return out, new
+
+    def kl(self, out: Transition) -> Tensor:
+        """KL(q ‖ p) per step, summed over latent dims, float32: ``[B, S]``."""
+        if self.z_dim == 0:
+            return out.g.new_zeros(out.g.shape[:2], dtype=torch.float32)
+        if out.mu_q is None:
+            raise ValueError("the KL needs the posterior: call transition with h_next")
+        return gaussian_kl(out.mu_q, out.logvar_q, out.mu_p, out.logvar_p).sum(-1)
+
+    def skip_positions(self, num_steps: int, n_context: int) -> Tensor:
+        """Skip frame of each of the steps predicting frames 1..num_steps (teacher forcing):
+        frame t−1 while t−1 is a context frame, then the last context frame (SVG's rule), or
+        always frame t−1 with ``skip="last_frame"``."""
+        pos = torch.arange(num_steps)
+        return pos if self.skip == "last_frame" else pos.clamp(max=n_context - 1)
+
+    # ---------------------------------------------------------------- training
+    def _actions(self, actions: Tensor | None, needed: int, batch_size: int) -> Tensor | None:
+        """``a_{t-1}`` for ``needed`` steps, or None for a model without actions."""
+        if not self.action_dim:
+            return None
+        if actions is None:
+            raise ValueError("this SVG model is action-conditioned: the batch needs 'actions' [B, T, A]")
+        if actions.dim() != 3 or actions.shape[0] != batch_size or actions.shape[1] < needed or actions.shape[2] != self.action_dim:
+            raise ValueError(f"expected actions [{batch_size}, >= {needed}, {self.action_dim}], got {tuple(actions.shape)}")
+        return actions[:, :needed]
+
+    def _teacher_forced(self, batch: dict[str, Tensor], generator: torch.Generator | None) -> tuple[Tensor, Transition]:
+        """Posterior pass over a batch: ``(params[B, T-1, P, H, W], transition over T-1 steps)``."""
+        x = batch["frames"]
+        if x.dim() != 5 or x.shape[1] < 2:
+            raise ValueError(f"SVG needs frames [B, T >= 2, C, H, W], got {tuple(x.shape)}")
+        b, t = x.shape[:2]
+        actions = self._actions(batch.get("actions"), t - 1, b)
+        h, skips = self.encode(x)                                                  # (B, T, g), one call
+        out, _ = self.transition(h[:, :-1], self.init_state(b, x.device), h_next=h[:, 1:],
+                                 actions=actions, generator=generator)             # (B, T-1, ·)
+        pos = self.skip_positions(t - 1, self.n_past)
+        k = int(pos.max()) + 1
+        params = self.decode(out.g, [s[:, :k] for s in skips], pos)                # (B, T-1, P, H, W), one call
+        return params, out
+
+    def forward(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> ELBO:
+        """−ELBO terms of frames 1..T−1 given frame 0: ``nll, kl [B, T-1]``.
+
+        ``generator`` supplies the posterior noise ε ``[B, T-1, z_dim]`` (one draw).
+        """
+        x = batch["frames"]
+        params, out = self._teacher_forced(batch, generator)
+        b, t, c, hh, ww = x.shape
+        nll = self.likelihood.nll(rearrange(params, "b s p h w -> (b s) p h w"),
+                                  rearrange(x[:, 1:], "b s c h w -> (b s) c h w"))
+        return ELBO(nll=rearrange(nll, "(b s) -> b s", b=b), kl=self.kl(out),
+                    dims=(t - 1) * c * hh * ww, valid_bound=self.likelihood.valid_bound)
+
+    @torch.no_grad()
+    def reconstruct(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
+        """Frame 0 copied, frames 1..T−1 decoded from posterior samples: ``[B, T, C, H, W]``."""
+        x = batch["frames"]
+        params, _ = self._teacher_forced(batch, generator)
+        mean = self.likelihood.mean(rearrange(params, "b s p h w -> (b s) p h w"))
+        return torch.cat([x[:, :1].float(), rearrange(mean, "(b s) c h w -> b s c h w", b=x.shape[0])], 1)
+
+    # -------------------------------------------------------------- generation
+    @torch.no_grad()
+    def predict(self, context: Tensor, n_future: int, actions: Tensor | None = None,
+                generator: torch.Generator | None = None, sample_pixels: bool = False) -> Tensor:
+        """Roll the model forward from ``context[B, n_ctx, C, H, W]``: ``[B, n_future, C, H, W]``.
+
+        The LSTMs are warmed up on the context with posterior latents (as SVG does), then
+        each new z_t comes from the prior (learned, or N(0, I) for SVG-FP) and each frame
+        is the head's mean (a pixel sample if ``sample_pixels``) fed back to the encoder.
+        ``actions[B, >= n_ctx + n_future - 1, A]`` (a_t moves frame t to t+1) are used only
+        by action-conditioned models. All randomness comes from ``generator``.
+        """
+        b, n_ctx = context.shape[:2]
+        if context.dim() != 5 or n_ctx < 1:
+            raise ValueError(f"context must be [B, n_ctx >= 1, C, H, W], got {tuple(context.shape)}")
+        if n_future <= 0:
+            return context.new_zeros((b, 0, *context.shape[2:]), dtype=torch.float32)
+        actions = self._actions(actions, n_ctx + n_future - 1, b)
+        h, skips = self.encode(context)                                            # (B, n_ctx, g), one call
+        state = self.init_state(b, context.device)
+        if n_ctx > 1:  # warm-up on the context, posterior latents
+            _, state = self.transition(h[:, :-1], state, h_next=h[:, 1:],
+                                       actions=None if actions is None else actions[:, : n_ctx - 1], generator=generator)
+        terms = self.decoder.skip_terms([s[:, -1] for s in skips])                # last context frame, (B, ·)
+        h_prev = h[:, -1:]                                                         # (B, 1, g)
+        frames = []
+        for k in range(n_future):
+            t = n_ctx + k  # index of the frame being predicted
+            a = None if actions is None else actions[:, t - 1 : t]
+            out, state = self.transition(h_prev, state, actions=a, generator=generator)
+            params = self.decoder(rearrange(out.g, "b 1 g -> b g"), terms)        # (B, P, H, W)
+            frame = self.likelihood.sample(params, generator) if sample_pixels else self.likelihood.mean(params)
+            frames.append(frame)
+            if k + 1 < n_future:
+                h_new, new_skips = self.encoder(frame)                            # the generated frame
+                h_prev = rearrange(h_new, "b g -> b 1 g")
+                if self.skip == "last_frame":
+                    terms = self.decoder.skip_terms(new_skips)
+        return torch.stack(frames, 1)
+
+    @torch.no_grad()
+    def generate(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
+        """The first ``n_past`` frames copied from the batch, the rest predicted: ``[B, T, C, H, W]``."""
+        x = batch["frames"]
+        n = min(self.n_past, x.shape[1])
+        pred = self.predict(x[:, :n], x.shape[1] - n, batch.get("actions"), generator)
+        return torch.cat([x[:, :n].float(), pred], 1)
+
+
+@MODELS.register("svg", SVGConfig)
+def build_svg(cfg: SVGConfig, head: LikelihoodHead, spec: DataSpec) -> SVG:
+    """Build SVG for 64×64 frames of ``spec``; the decoder emits ``head.num_params(C)`` channels."""
+    if (spec.height, spec.width) != (64, 64):
+        raise ValueError(f"model 'svg' ({cfg.backbone}) needs 64×64 frames, the data are "
+                         f"{spec.height}×{spec.width}: resize the data set to 64×64")
+    if cfg.backbone not in BACKBONES:
+        raise ValueError(f"model.backbone must be one of {sorted(BACKBONES)}, got {cfg.backbone!r}")
+    if cfg.action_conditioned and spec.action_dim == 0:
+        raise ValueError("model.action_conditioned=true but the data set has no actions (action_dim 0)")
+    encoder_cls, decoder_cls = BACKBONES[cfg.backbone]
+    return SVG(
+        encoder_cls(cfg.g_dim, spec.channels), decoder_cls(cfg.g_dim, head.num_params(spec.channels)), head,
+        channels=spec.channels, g_dim=cfg.g_dim, z_dim=cfg.z_dim, rnn_size=cfg.rnn_size,
+        predictor_layers=cfg.predictor_layers, prior_layers=cfg.prior_layers,
+        posterior_layers=cfg.posterior_layers, n_past=cfg.n_past, n_future=cfg.n_future, n_eval=cfg.n_eval,
+        prior=cfg.prior, action_dim=spec.action_dim if cfg.action_conditioned else 0, skip=cfg.skip,
+    )

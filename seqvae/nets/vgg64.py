@@ -1,0 +1,130 @@
+"""SVG's VGG-style 64×64 frame encoder and decoder (Denton & Fergus 2018, §3 and App. A:
+"VGG16-like" encoder/decoder with skip connections, used for BAIR).
+
+Encoder: four blocks of 3×3 conv–BatchNorm–LeakyReLU(0.2) layers with 64, 128, 256, 512
+channels (2, 2, 3, 3 layers) separated by 2×2 max-pools, then a 4×4 conv to ``g_dim``
+with BatchNorm and tanh. It returns the frame code ``h[N, g_dim]`` and the output of every
+block (64×64, 32×32, 16×16, 8×8) as skip feature maps.
+
+Decoder: the mirror image. A 4×4 transposed conv lifts ``g`` to 512×4×4; each following
+block upsamples ×2 (nearest), concatenates the encoder skip of that scale and applies
+3×3 conv–BN–LeakyReLU layers; the last layer is a 3×3 (transposed) conv to the
+likelihood head's parameter channels, with NO output activation (the head applies its
+own; the original SVG ends in a sigmoid because its head is a fixed Gaussian/MSE).
+
+Parameter layout and counts are those of the original SVG ``vgg_64`` model (BAIR,
+g_dim 128, 3 channels: encoder 8.69 M, decoder 11.82 M with 3 output channels).
+
+The skip concatenation is evaluated as a sum (see :func:`conv_cat`), so a skip map
+shared by many decoded frames (SVG's "last context frame" rule) is convolved once, not
+once per frame — same weights, same function, less work.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+
+# ---------------------------------------------------------------- shared helpers
+def to_param_format(x: Tensor, weight: Tensor) -> Tensor:
+    """Give ``x`` the memory format of ``weight`` (channels_last when the model is)."""
+    if weight.dim() == 4 and not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def skip_term(conv: nn.Conv2d | nn.ConvTranspose2d, skip: Tensor) -> Tensor:
+    """The skip half of ``conv(cat([x, skip], 1))``: ``conv_skip(skip)`` without bias.
+
+    ``skip[M, Cs, h, w]`` uses the last ``Cs`` input channels of ``conv``'s weight.
+    """
+    cs = skip.shape[1]
+    if isinstance(conv, nn.ConvTranspose2d):  # weight [in, out, k, k]
+        w = conv.weight[-cs:]
+        return F.conv_transpose2d(skip, w, None, conv.stride, conv.padding, conv.output_padding)
+    w = conv.weight[:, -cs:]  # weight [out, in, k, k]
+    return F.conv2d(skip, w, None, conv.stride, conv.padding)
+
+
+def conv_cat(conv: nn.Conv2d | nn.ConvTranspose2d, x: Tensor, term: Tensor, index: Tensor | None) -> Tensor:
+    """``conv(cat([x, skip[index]], 1))`` given ``term = skip_term(conv, skip)``.
+
+    Convolution is linear in its input channels, so the concatenation splits into
+    ``conv_x(x) + bias + conv_skip(skip)``; the skip part is computed once per distinct
+    skip map (``term[M, ...]``) and gathered by ``index[N]`` (None: ``M == N``, row i to row i).
+    """
+    cx = x.shape[1]
+    if isinstance(conv, nn.ConvTranspose2d):
+        w = conv.weight[:cx]
+        y = F.conv_transpose2d(x, w, conv.bias, conv.stride, conv.padding, conv.output_padding)
+    else:
+        w = conv.weight[:, :cx]
+        y = F.conv2d(x, w, conv.bias, conv.stride, conv.padding)
+    if index is not None:
+        term = term.index_select(0, index)
+    return y + term
+
+
+def vgg_layer(c_in: int, c_out: int) -> nn.Sequential:
+    """3×3 conv – BatchNorm – LeakyReLU(0.2), as SVG's ``vgg_layer``."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True))
+
+
+# ------------------------------------------------------------------------ nets
+class VGGEncoder64(nn.Module):
+    """``x[N, C, 64, 64] -> (h[N, g_dim], skips [N,64,64,64], [N,128,32,32], [N,256,16,16], [N,512,8,8])``."""
+
+    def __init__(self, g_dim: int, channels: int) -> None:
+        super().__init__()
+        self.g_dim = g_dim
+        self.c1 = nn.Sequential(vgg_layer(channels, 64), vgg_layer(64, 64))                          # 64×64
+        self.c2 = nn.Sequential(vgg_layer(64, 128), vgg_layer(128, 128))                             # 32×32
+        self.c3 = nn.Sequential(vgg_layer(128, 256), vgg_layer(256, 256), vgg_layer(256, 256))      # 16×16
+        self.c4 = nn.Sequential(vgg_layer(256, 512), vgg_layer(512, 512), vgg_layer(512, 512))      # 8×8
+        self.c5 = nn.Sequential(nn.Conv2d(512, g_dim, 4, 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())   # 4×4 -> 1×1
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        x = to_param_format(x, self.c1[0][0].weight)
+        h1 = self.c1(x)                       # (N, 64, 64, 64)
+        h2 = self.c2(F.max_pool2d(h1, 2))     # (N, 128, 32, 32)
+        h3 = self.c3(F.max_pool2d(h2, 2))     # (N, 256, 16, 16)
+        h4 = self.c4(F.max_pool2d(h3, 2))     # (N, 512, 8, 8)
+        h5 = self.c5(F.max_pool2d(h4, 2))     # (N, g, 1, 1)
+        return rearrange(h5, "n g 1 1 -> n g"), [h1, h2, h3, h4]
+
+
+class VGGDecoder64(nn.Module):
+    """``(g[N, g_dim], skip terms, index) -> params[N, out_channels, 64, 64]`` (no activation).
+
+    Call :meth:`skip_terms` on the skip maps ``[M, ...]`` (from :class:`VGGEncoder64`)
+    once, then :meth:`forward` with ``index[N]`` naming each output's skip row (None when
+    ``M == N``). ``decoder(g, decoder.skip_terms(skips))`` is SVG's decoder exactly.
+    """
+
+    def __init__(self, g_dim: int, out_channels: int) -> None:
+        super().__init__()
+        self.g_dim = g_dim
+        self.upc1 = nn.Sequential(nn.ConvTranspose2d(g_dim, 512, 4, 1, 0), nn.BatchNorm2d(512), nn.LeakyReLU(0.2, inplace=True))
+        self.upc2 = nn.Sequential(vgg_layer(512 * 2, 512), vgg_layer(512, 512), vgg_layer(512, 256))   # 8×8
+        self.upc3 = nn.Sequential(vgg_layer(256 * 2, 256), vgg_layer(256, 256), vgg_layer(256, 128))   # 16×16
+        self.upc4 = nn.Sequential(vgg_layer(128 * 2, 128), vgg_layer(128, 64))                         # 32×32
+        self.upc5 = nn.Sequential(vgg_layer(64 * 2, 64), nn.ConvTranspose2d(64, out_channels, 3, 1, 1))  # 64×64
+        # the blocks that take a skip, deepest first (skips come shallowest first)
+        self._skip_blocks = (self.upc2, self.upc3, self.upc4, self.upc5)
+
+    def skip_terms(self, skips: list[Tensor]) -> list[Tensor]:
+        """Each skip block's first conv applied to its skip map (deepest first): ``[M, c, s, s]``."""
+        return [skip_term(block[0][0], s) for block, s in zip(self._skip_blocks, reversed(skips))]
+
+    def forward(self, g: Tensor, terms: list[Tensor], index: Tensor | None = None) -> Tensor:
+        x = rearrange(g, "n g -> n g 1 1")
+        x = to_param_format(x, self.upc1[0].weight)
+        x = self.upc1(x)                                              # (N, 512, 4, 4)
+        for block, term in zip(self._skip_blocks, terms):
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")    # ×2
+            first = block[0]
+            x = first[2](first[1](conv_cat(first[0], x, term, index)))
+            x = block[1:](x)
+        return x                                                      # (N, P, 64, 64)

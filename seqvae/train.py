@@ -1,0 +1,236 @@
+"""The one training loop, for every model (image VAE, hierarchical VAE, SVG).
+
+Per step: a batch → ``model(batch)`` returns an :class:`~seqvae.models.output.ELBO` →
+``loss = −ELBO`` (batch mean, β = 1) → backward (grad scaler under fp16) → gradient
+norm (logged; optionally clipped) → the update is skipped when the norm is non-finite or
+above ``train.skip_grad_norm`` → Adam step.
+
+Around it: metrics to ``metrics.jsonl`` (and TensorBoard when asked and installed),
+periodic test-split evaluation, periodic reconstruction/sample PNG grids, atomic
+checkpoints (model, optimizer, scaler, step, RNG) and exact ``--resume``. The same entry
+point runs under ``torchrun`` with DDP (seeds ``seed * world + rank``).
+
+Run folder layout::
+
+    <out_dir>/config.yaml       the resolved config
+    <out_dir>/metrics.jsonl     one JSON object per log line ({"step", "split", ...})
+    <out_dir>/checkpoint.pt     the latest checkpoint
+    <out_dir>/images/           step_XXXXXXX_{reconstructions,samples}.png
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from seqvae import amp, dist
+from seqvae.build import build_data, build_model
+from seqvae.checkpoint import load_checkpoint, save_checkpoint
+from seqvae.config import ConfigError, RunConfig
+from seqvae.data.loader import batch_stream
+from seqvae.data.spec import batch_to_device
+from seqvae.eval import check_batch, evaluate_elbo
+
+
+class RunFolderError(RuntimeError):
+    """Refusing to touch a run folder that holds a previous run."""
+
+
+class MetricsLog:
+    """JSONL metrics (rank 0), plus TensorBoard scalars when asked for and installed."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                dist.print0("train.tensorboard=true but the tensorboard package is not installed; logging JSONL only")
+
+    def write(self, step: int, split: str, values: dict[str, Any]) -> None:
+        record = {"step": step, "split": split, **values}
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.writer.add_scalar(f"{split}/{key}", value, step)
+
+
+def prepare_run_folder(cfg: RunConfig, resume: bool) -> Path:
+    run_dir = Path(cfg.train.out_dir)
+    has_run = (run_dir / "checkpoint.pt").exists() or (run_dir / "metrics.jsonl").exists()
+    if resume and not (run_dir / "checkpoint.pt").exists():
+        raise RunFolderError(f"--resume: no checkpoint.pt in {run_dir}; start without --resume")
+    if has_run and not resume:
+        raise RunFolderError(
+            f"{run_dir} already holds a run (checkpoint.pt / metrics.jsonl). Nothing was overwritten: "
+            "pass --resume to continue it, or choose another folder with train.out_dir=..."
+        )
+    if dist.is_main():
+        (run_dir / "images").mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / "config.yaml")
+    dist.barrier()
+    return run_dir
+
+
+def save_image_grids(model, batch: dict[str, torch.Tensor], run_dir: Path, step: int, seed: int) -> None:
+    """Reconstructions (truth above reconstruction) and prior samples as PNG grids."""
+    from torchvision.utils import save_image
+    from einops import rearrange
+
+    frames = batch["frames"]
+    b, t = frames.shape[:2]
+    devices = [frames.device.index or 0] if frames.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # never disturb the training RNG stream
+        recon = model.reconstruct(batch).float()
+        generator = torch.Generator(device=frames.device).manual_seed(seed)
+        samples = model.generate(batch, generator=generator).float()
+    if t == 1:  # images: pairs of (truth, reconstruction), then a grid of samples
+        pairs = rearrange(torch.stack([frames[:, 0], recon[:, 0]], 1), "b two c h w -> (b two) c h w")
+        save_image(pairs, run_dir / "images" / f"step_{step:07d}_reconstructions.png", nrow=16)
+        save_image(samples[:, 0], run_dir / "images" / f"step_{step:07d}_samples.png",
+                   nrow=int(math.ceil(math.sqrt(b))))
+    else:  # video: one row per sequence, time along the row
+        rows = rearrange(torch.stack([frames, recon], 1)[:8], "b two t c h w -> (b two t) c h w")
+        save_image(rows, run_dir / "images" / f"step_{step:07d}_reconstructions.png", nrow=t)
+        rows = rearrange(torch.stack([frames, samples], 1)[:8], "b two t c h w -> (b two t) c h w")
+        save_image(rows, run_dir / "images" / f"step_{step:07d}_samples.png", nrow=t)
+
+
+def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress: bool = True) -> Path:
+    """Train ``cfg``; return the run folder. ``dry_run`` builds everything and runs one step."""
+    tc = cfg.train
+    check_config(cfg)
+    device = dist.init()
+    amp.setup_backends(device)
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+    rank, world = dist.rank(), dist.world()
+    torch.manual_seed(tc.seed * world + rank)
+
+    run_dir = prepare_run_folder(cfg, resume) if not dry_run else Path(tc.out_dir)
+    train_set, test_set = build_data(cfg, "train"), build_data(cfg, "test")
+    model = build_model(cfg, train_set.spec).to(device)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
+    dtype = amp.resolve(tc.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    step = 0
+    if resume:
+        payload = load_checkpoint(run_dir / "checkpoint.pt")
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scaler.load_state_dict(payload["scaler"])
+        step = payload["step"]
+        torch.set_rng_state(payload["rng"]["torch"][rank] if world > 1 and len(payload["rng"]["torch"]) == world
+                            else payload["rng"]["torch"][0])
+        if device.type == "cuda" and payload["rng"].get("cuda"):
+            torch.cuda.set_rng_state(payload["rng"]["cuda"][min(rank, len(payload["rng"]["cuda"]) - 1)])
+        dist.print0(f"resumed {run_dir} at step {step}")
+    if step >= tc.steps:
+        dist.print0(f"the run is already at step {step} >= train.steps={tc.steps}; raise train.steps to continue")
+        return run_dir
+
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    batches = batch_stream(train_set, tc.batch_size, tc.seed, rank, world, tc.num_workers, start_step=step,
+                           pin_memory=device.type == "cuda")
+    log = MetricsLog(run_dir, tc.tensorboard) if dist.is_main() and not dry_run else None
+    n_params = sum(p.numel() for p in model.parameters())
+    dist.print0(f"{cfg.model.name} + {cfg.likelihood.name} on {cfg.data.name}: {n_params / 1e6:.2f} M parameters, "
+                f"{device}, precision {dtype or torch.float32}, world {world}")
+
+    bar = None
+    if progress and dist.is_main() and not dry_run:
+        from tqdm import tqdm
+
+        bar = tqdm(total=tc.steps, initial=step, dynamic_ncols=True, desc="train")
+    window = {"t": time.perf_counter(), "examples": 0, "skipped": 0}
+    model.train()
+    last_steps = tc.steps if not dry_run else step + 1
+    while step < last_steps:
+        batch = batch_to_device(next(batches), device)
+        check_batch(model, batch["frames"])
+        with amp.autocast(device, dtype):
+            out = net(batch)
+        loss = out.loss
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+        ok = bool(torch.isfinite(grad_norm)) and (tc.skip_grad_norm <= 0 or float(grad_norm) <= tc.skip_grad_norm)
+        if ok:
+            scaler.step(optimizer)
+        else:
+            window["skipped"] += 1
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window["examples"] += batch["frames"].shape[0] * world
+
+        if bar is not None:
+            bar.update(1)
+        if dry_run:
+            dist.print0(f"dry run: one step done, loss {float(loss):.2f}, grad norm {float(grad_norm):.3g}")
+            break
+        is_last = step == tc.steps
+        if step % tc.log_every == 0 or is_last:
+            elapsed = time.perf_counter() - window["t"]
+            values = {k: float(v) for k, v in out.summary().items()}
+            values.update({k: float(v) for k, v in model.scalars().items()})
+            values.update(loss=float(loss.detach()), grad_norm=float(grad_norm), skipped=window["skipped"],
+                          examples_per_s=window["examples"] / max(elapsed, 1e-9), lr=optimizer.param_groups[0]["lr"])
+            if log is not None:
+                log.write(step, "train", values)
+            if bar is not None:
+                bar.set_postfix(neg_elbo=f"{values['neg_elbo']:.1f}", sigma=f"{values.get('sigma', float('nan')):.3g}")
+            window = {"t": time.perf_counter(), "examples": 0, "skipped": 0}
+        if (tc.eval_every and step % tc.eval_every == 0) or is_last:
+            result = evaluate_elbo(model, test_set, tc.batch_size, device, dtype, tc.eval_batches)
+            if log is not None:
+                log.write(step, "test", result)
+            dist.print0(f"step {step}: test -ELBO {result['neg_elbo']:.2f} nats ({result['bpd']:.4f} bits/dim)")
+        if dist.is_main() and ((tc.image_every and step % tc.image_every == 0) or is_last):
+            model.eval()
+            save_image_grids(model, batch, run_dir, step, tc.seed)
+            model.train()
+        if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or is_last:
+            write_checkpoint(run_dir, cfg, model, optimizer, scaler, step, train_set.spec)
+    if bar is not None:
+        bar.close()
+    dist.barrier()
+    return run_dir
+
+
+def write_checkpoint(run_dir: Path, cfg: RunConfig, model, optimizer, scaler, step: int, spec) -> None:
+    """Gather every rank's RNG state; rank 0 writes the checkpoint atomically."""
+    rng = torch.get_rng_state()
+    if dist.world() > 1:
+        states = [torch.empty_like(rng) for _ in range(dist.world())]
+        torch.distributed.all_gather_object(states, rng)
+    else:
+        states = [rng]
+    cuda = [torch.cuda.get_rng_state()] if torch.cuda.is_available() else []
+    if dist.is_main():
+        save_checkpoint(run_dir / "checkpoint.pt", {
+            "config": cfg.to_dict(), "spec": asdict(spec), "step": step,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "rng": {"torch": states, "cuda": cuda},
+        })
+    dist.barrier()
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Cheap sanity checks before any work starts."""
+    if cfg.train.steps <= 0 or cfg.train.batch_size <= 0:
+        raise ConfigError("train.steps and train.batch_size must be positive")
