@@ -13,10 +13,12 @@ The world is a square table ``[-1, 1]²`` (*table units*; ``x`` grows to the rig
 
 Dynamics (:meth:`PusherSim.step`) are kinematic: the action ``a ∈ [-1, 1]²`` moves the
 gripper by ``a · max_step`` (clamped to the table); an object the gripper overlaps is
-displaced out of it along the contact normal; objects push each other the same way
-(each taking half of the overlap); everything stays inside the table; if an object
-cannot move (it is against a wall), the gripper is pushed back out of it instead. A few
-relaxation sweeps resolve chains of contacts.
+displaced out of it along the contact normal; objects push each other the same way (an
+object against the gripper passes the whole push on, so a pushed chain keeps the
+gripper's speed; free objects share an overlap equally); everything stays inside the
+table; objects that cannot move (against a wall, jammed) push the gripper back out
+instead. A few relaxation sweeps resolve chains of contacts; afterwards the gripper
+never overlaps an object and objects overlap each other by far less than a pixel.
 
 Everything is batched over ``N`` environments in torch (CPU or GPU) without loops over
 pixels; the only Python loops run over the (≤ a few) objects and the fixed number of
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -184,8 +186,9 @@ class PusherState:
 
 # ---------------------------------------------------------------------- helpers
 def _sq_norm(v: Tensor) -> Tensor:
-    """``x² + y²`` of ``[..., 2]`` vectors, written out so every batch size rounds alike."""
-    return v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1]
+    """``x² + y²`` of ``[..., 2]`` vectors (a two-term sum rounds alike in any order, so
+    every batch size gives the same bits)."""
+    return (v * v).sum(dim=-1)
 
 
 def _pick(values: Tensor, table: Sequence[Sequence[float]], u: Tensor) -> Tensor:
@@ -197,8 +200,8 @@ def _pick(values: Tensor, table: Sequence[Sequence[float]], u: Tensor) -> Tensor
 
 def _hash_uniform(x: Tensor) -> Tensor:
     """A uniform in [0, 1) from non-negative int64 ``x`` by an integer hash (exact on any device)."""
-    m = 0xFFFFFFFF
-    h = (x * 0x2C9277B5 + 0x6A09E667) & m
+    m = 0xFFFFFFFF  # every product below stays under 2^63: no int64 overflow
+    h = ((x & m) * 0x2C9277B5 + 0x6A09E667) & m
     h = h ^ (h >> 15)
     h = (h * 0x5BD1E995) & m
     h = h ^ (h >> 13)
@@ -262,10 +265,7 @@ class PusherSim:
             "texture": TEXTURE_PARAMS,
         }
         self.reset_uniforms = sum(self._reset_layout.values())
-        # Fallback separation directions for coincident object centres: antisymmetric.
-        idx = torch.arange(K)
-        sign = torch.sign((idx[:, None] - idx[None, :]).float())
-        self._coincident_dir = torch.stack([sign, torch.zeros_like(sign)], dim=-1)  # [K, K, 2]
+        self._coincident: dict[tuple[int, torch.device], Tensor] = {}
 
     # ------------------------------------------------------------------- reset
     def reset(self, n: int, generator: torch.Generator | None = None,
@@ -374,14 +374,15 @@ class PusherSim:
             g = (g + delta).clamp(-self.gripper_limit, self.gripper_limit)
             for _ in range(c.solver_iterations):
                 objs = objs + self._gripper_push(g, objs, active)
-                objs = objs + self._object_push(objs, active)
+                held = self._box_disc_gap(g[:, None, :], objs) <= c.object_radius + 1e-4
+                objs = objs + self._object_push(objs, active, held)
                 objs = objs.clamp(-self.object_limit, self.object_limit)
-            # Objects that could not get out of the way (walls, jams) block the gripper.
-            push = self._gripper_push(g, objs, active)
-            back = push[:, 0]
-            for k in range(1, push.shape[1]):
-                back = back + push[:, k]
-            g = (g - back).clamp(-self.gripper_limit, self.gripper_limit)
+                # Objects that could not get out of the way (walls, jams) block the gripper.
+                push = self._gripper_push(g, objs, active)
+                back = push[:, 0]
+                for k in range(1, push.shape[1]):
+                    back = back + push[:, k]
+                g = (g - back).clamp(-self.gripper_limit, self.gripper_limit)
         return dataclasses.replace(state, gripper_pos=g, object_pos=objs)
 
     def _gripper_push(self, g: Tensor, objs: Tensor, active: Tensor) -> Tensor:
@@ -401,23 +402,47 @@ class PusherSim:
         move = torch.where(outside[..., None], move_out, move_in)
         return torch.where(active[..., None], move, torch.zeros_like(move))
 
-    def _object_push(self, objs: Tensor, active: Tensor) -> Tensor:
-        """Displacement ``[N, K, 2]`` separating overlapping objects (half the overlap each)."""
+    def _object_push(self, objs: Tensor, active: Tensor, held: Tensor) -> Tensor:
+        """Displacement ``[N, K, 2]`` separating overlapping objects.
+
+        Each pair shares its overlap by mobility: an object resting against the wall it
+        would be pushed into does not move; one ``held`` against the gripper yields only to
+        such an object (the gripper is then held back); free objects give way to both;
+        equals split the overlap in half. So a pushed chain moves at the gripper's speed
+        and a jam against a wall stops the gripper.
+        """
         K = objs.shape[1]
         if K < 2:
             return torch.zeros_like(objs)
         d = objs[:, :, None, :] - objs[:, None, :, :]          # [N, K, K, 2]: i - j
         dist = _sq_norm(d).sqrt()
-        fallback = self._coincident_dir.to(objs.device)
+        fallback = self._coincident_dir(K, objs.device)
         normal = torch.where((dist > _EPS)[..., None], d / dist.clamp(min=_EPS)[..., None], fallback)
         pair = active[:, :, None] & active[:, None, :]
         overlap = (2.0 * self.cfg.object_radius - dist).clamp(min=0.0)
         overlap = torch.where(pair, overlap, torch.zeros_like(overlap))
-        disp = normal * (0.5 * overlap)[..., None]             # i's share, pushed away from j
+        # Mobility of i when pushed along normal[i, j] (away from j).
+        lim = self.object_limit - 1e-5
+        pos = objs[:, :, None, :]
+        into_wall = ((normal > 0.1) & (pos >= lim)) | ((normal < -0.1) & (pos <= -lim))
+        free = torch.where(held, 1.0, 1000.0)[:, :, None].expand_as(overlap)
+        mobility = torch.where(into_wall.any(dim=-1), torch.zeros_like(free), free)
+        total = mobility + mobility.transpose(1, 2)
+        share = torch.where(total > 0, mobility / total.clamp(min=_EPS), torch.full_like(total, 0.5))
+        disp = normal * (overlap * share)[..., None]           # i's share, pushed away from j
         total = disp[:, :, 0]
         for j in range(1, K):
             total = total + disp[:, :, j]
         return total
+
+    def _coincident_dir(self, K: int, device: torch.device) -> Tensor:
+        """Separation directions ``[K, K, 2]`` for coincident centres: ±x, antisymmetric."""
+        key = (K, device)
+        if key not in self._coincident:
+            idx = torch.arange(K, device=device)
+            sign = torch.sign((idx[:, None] - idx[None, :]).float())
+            self._coincident[key] = torch.stack([sign, torch.zeros_like(sign)], dim=-1)
+        return self._coincident[key]
 
     # ----------------------------------------------------------------- rollout
     def simulate(self, state: PusherState, actions: Tensor) -> tuple[Tensor, Tensor, PusherState]:
@@ -547,7 +572,7 @@ class PusherSim:
         """Paint ``E`` episodes × ``T`` steps onto their tables -> ``uint8 [E, T, 3, S, S]``."""
         c = self.cfg
         E, T = gripper_pos.shape[:2]
-        K, S, px = c.num_objects, c.image_size, c.pixel
+        K, S, px = state.num_objects, c.image_size, c.pixel
         dev = state.device
         M = E * T
         g = gripper_pos.reshape(M, 2).float()
@@ -556,65 +581,53 @@ class PusherSim:
         colors = state.object_color.repeat_interleave(T, dim=0)                  # [M, K, 3]
         h, r = c.gripper_radius, c.object_radius
         arm_half = 0.45 * h
-        top = torch.full((M,), -1.0 - 4.0 * px, device=dev)                      # the arm leaves the image
         soft = 2.5 * px                                                          # shadow edge width
-        off = torch.tensor([0.035, 0.045], device=dev)                           # shadow offset
-
-        disc_w = _patch_size(r + soft / 2, px)
-        box_w = _patch_size(h + soft / 2, px)
-        arm_w = _patch_size(arm_half + soft / 2, px)
+        off = torch.tensor([0.035, 0.045], device=dev)                           # shadow offset (down-right)
+        shade = c.shadow_strength
         canvas = _Canvas(self.table_image(state), T)
-        centre_row = torch.zeros(M, device=dev)                                  # full-height strips
-
-        def disc(centre: Tensor, radius: float, edge: float) -> tuple[Tensor, Tensor]:
-            idx, xs, ys = canvas.patch(centre[:, 0], centre[:, 1], disc_w, disc_w)
-            return idx, _disc_alpha(centre, radius, xs, ys, edge)
-
-        def box(centre: Tensor, half: float, edge: float) -> tuple[Tensor, Tensor]:
-            idx, xs, ys = canvas.patch(centre[:, 0], centre[:, 1], box_w, box_w)
-            return idx, _coverage(centre[:, 1], half, ys, edge)[:, :, None] * _coverage(centre[:, 0], half, xs, edge)[:, None, :]
-
-        def arm(centre: Tensor, edge: float) -> tuple[Tensor, Tensor, Tensor]:
-            idx, xs, ys = canvas.patch(centre[:, 0], centre_row, arm_w, S)
-            ay = _coverage((top + centre[:, 1]) / 2, (centre[:, 1] - top) / 2, ys, edge)
-            return idx, ay[:, :, None] * _coverage(centre[:, 0], arm_half, xs, edge)[:, None, :], xs
-
-        # Shadows (cast down-right, soft): objects, arm and gripper.
-        if c.shadow_strength > 0:
-            for k in range(K):
-                idx, alpha = disc(objs[:, k] + 0.6 * off, r, soft)
-                canvas.darken(idx, alpha * active[:, k, None, None], c.shadow_strength)
-            idx, alpha, _ = arm(g + off, soft)
-            canvas.darken(idx, alpha, c.shadow_strength)
-            idx, alpha = box(g + off, h, soft)
-            canvas.darken(idx, alpha, c.shadow_strength)
 
         # Goal ring (under the objects).
         if goal is not None:
             gg = goal.to(dev).float().repeat_interleave(T, dim=0)
-            idx, outer = disc(gg, r, px)
-            _, inner = disc(gg, r - 1.5 * px, px)
-            canvas.paint(idx, (outer - inner).clamp_(0.0, 1.0), (0.5 + 0.5 * colors[:, 0]).clamp(0, 1))
+            patch = canvas.patch(gg[:, 0], gg[:, 1], _patch_size(r + px, px), _patch_size(r + px, px))
+            ring = patch.disc(gg, r, px) - patch.disc(gg, r - 1.5 * px, px)
+            patch.paint(ring.clamp_(0.0, 1.0), (0.5 + 0.5 * colors[:, 0]).clamp(0.0, 1.0))
+            patch.commit()
 
-        # Objects: a darker rim, then the body shifted up-left (a hint of relief).
+        # Objects, each in one patch: its soft shadow, a darker rim, then the body shifted
+        # up-left (a hint of relief).
+        size = _patch_size(r + soft / 2 + 0.3 * 0.045, px)
         for k in range(K):
-            on = active[:, k, None, None]
-            idx, alpha = disc(objs[:, k], r, px)
-            canvas.paint(idx, alpha * on, colors[:, k] * 0.55)
-            idx, alpha = disc(objs[:, k] - 0.35 * px, r - 1.2 * px, px)
-            canvas.paint(idx, alpha * on, colors[:, k])
+            on = active[:, k, None, None].float()
+            centre = objs[:, k]
+            mid = centre + 0.3 * off
+            patch = canvas.patch(mid[:, 0], mid[:, 1], size, size)
+            if shade > 0:
+                patch.darken(patch.disc(centre + 0.6 * off, r, soft) * on, shade)
+            patch.paint(patch.disc(centre, r, px) * on, colors[:, k] * 0.55)
+            patch.paint(patch.disc(centre - 0.35 * px, r - 1.2 * px, px) * on, colors[:, k])
+            patch.commit()
 
-        # Arm: a vertical bar from the gripper to the top edge with cylindrical shading.
-        idx, alpha, xs = arm(g, px)
-        across = ((xs - g[:, 0:1]) / arm_half).clamp(-1.0, 1.0)                  # [M, w]
-        shading = 0.70 + 0.40 * (1.0 - across * across) - 0.10 * across
-        arm_color = shading[:, None, :, None] * torch.tensor(ARM_COLOR, device=dev)   # [M, 1, w, 3]
-        canvas.paint(idx, alpha, arm_color.clamp(0.0, 1.0).expand(M, alpha.shape[1], alpha.shape[2], 3))
+        # The robot, in one full-height strip: shadows of arm and gripper, a vertical arm to
+        # the top edge with cylindrical shading, the gripper (light outline, dark inside).
+        width = _patch_size(h + soft / 2 + 0.5 * 0.035 + px, px)
+        mid = g[:, 0] + 0.5 * off[0]
+        patch = canvas.patch(mid, torch.zeros_like(mid), width, S)
+        top = torch.full((M,), -1.0 - 4.0 * px, device=dev)                      # the arm leaves the image
 
-        # Gripper: light outline square, dark inside.
-        for half, color in ((h, GRIPPER_OUTLINE), (h - 1.5 * px, GRIPPER_INNER)):
-            idx, alpha = box(g, half, px)
-            canvas.paint(idx, alpha, torch.tensor(color, device=dev).expand(M, 3))
+        def arm(centre: Tensor, edge: float) -> Tensor:
+            ay = _coverage((top + centre[:, 1]) / 2, (centre[:, 1] - top) / 2, patch.ys, edge)
+            return ay[:, :, None] * _coverage(centre[:, 0], arm_half, patch.xs, edge)[:, None, :]
+
+        if shade > 0:
+            patch.darken(torch.maximum(arm(g + off, soft), patch.box(g + off, h, soft)), shade)
+        across = ((patch.xs - g[:, 0:1]) / arm_half).clamp(-1.0, 1.0)            # [M, w]
+        lit = 0.70 + 0.40 * (1.0 - across * across) - 0.10 * across
+        arm_color = (lit[:, :, None] * torch.tensor(ARM_COLOR, device=dev)).clamp(0.0, 1.0)
+        patch.paint(arm(g, px), arm_color)                                       # [M, w, 3]
+        patch.paint(patch.box(g, h, px), torch.tensor(GRIPPER_OUTLINE, device=dev))
+        patch.paint(patch.box(g, h - 1.5 * px, px), torch.tensor(GRIPPER_INNER, device=dev))
+        patch.commit()
 
         return canvas.frames().view(E, T, 3, S, S)
 
@@ -625,51 +638,72 @@ def _patch_size(extent: float, px: float) -> int:
 
 
 class _Canvas:
-    """``M`` frames being painted, stored channels-last as float ``[M·S·S, 3]``.
+    """``M`` frames being painted, stored planar as float ``[3, M·S·S]``.
 
-    A shape touches only the pixels of its bounding patch: select them, composite, copy
-    them back. A patch that would hang over the image border is shifted inside (it then
-    still holds every visible pixel of the shape).
+    A shape touches only the pixels of its bounding patch (:class:`_Patch`): select them,
+    composite, copy them back.
     """
 
     def __init__(self, table: Tensor, T: int) -> None:
         E, _, S, _ = table.shape
         self.S, self.M, self.px = S, E * T, 2.0 / S
-        rgb = table.permute(0, 2, 3, 1)[:, None].expand(E, T, S, S, 3)
-        self.buf = rgb.reshape(self.M * S * S, 3)   # a copy: every frame gets its own pixels
+        planes = table.transpose(0, 1)[:, :, None].expand(3, E, T, S, S)
+        self.buf = planes.reshape(3, self.M * S * S)   # a copy: every frame gets its own pixels
         self.base = torch.arange(self.M, device=table.device)[:, None] * (S * S)
 
-    def patch(self, cx: Tensor, cy: Tensor, w: int, h: int) -> tuple[Tensor, Tensor, Tensor]:
-        """A ``w × h`` pixel patch around ``(cx, cy)`` (table units, ``[M]``): flat pixel
-        indices ``[M·h·w]``, pixel-centre x of its columns ``[M, w]`` and y of its rows ``[M, h]``."""
+    def patch(self, cx: Tensor, cy: Tensor, w: int, h: int) -> "_Patch":
+        """The ``w × h`` pixels around ``(cx, cy)`` (table units, ``[M]``) of every frame. A
+        patch that would hang over the border is shifted inside (it still holds every
+        visible pixel of a shape it was sized for)."""
         S, dev = self.S, cx.device
         w, h = min(w, S), min(h, S)
         col0 = (torch.floor((cx + 1.0) / self.px) - (w // 2)).clamp(0, S - w)
         row0 = (torch.floor((cy + 1.0) / self.px) - (h // 2)).clamp(0, S - h)
         cols = col0[:, None] + torch.arange(w, device=dev, dtype=torch.float32)
         rows = row0[:, None] + torch.arange(h, device=dev, dtype=torch.float32)
-        idx = (rows.long() * S + self.base)[:, :, None] + cols.long()[:, None, :]
-        return idx.view(-1), (cols + 0.5) * self.px - 1.0, (rows + 0.5) * self.px - 1.0
-
-    def paint(self, idx: Tensor, alpha: Tensor, color: Tensor) -> None:
-        """Composite ``color`` (``[M, 3]``, or per pixel ``[M, h, w, 3]``) with ``alpha [M, h, w]``."""
-        pixels = self.buf.index_select(0, idx)                       # [M·h·w, 3]
-        if color.dim() == 2:
-            color = color[:, None, :].expand(self.M, alpha[0].numel(), 3)
-        pixels.lerp_(color.reshape(-1, 3), alpha.reshape(-1, 1))
-        self.buf.index_copy_(0, idx, pixels)
-
-    def darken(self, idx: Tensor, alpha: Tensor, strength: float) -> None:
-        """Multiply the pixels by ``1 − strength·alpha`` (a shadow)."""
-        pixels = self.buf.index_select(0, idx)
-        pixels.mul_(1.0 - strength * alpha.reshape(-1, 1))
-        self.buf.index_copy_(0, idx, pixels)
+        idx = ((rows.long() * S + self.base)[:, :, None] + cols.long()[:, None, :]).view(-1)
+        return _Patch(self, idx, (cols + 0.5) * self.px - 1.0, (rows + 0.5) * self.px - 1.0)
 
     def frames(self) -> Tensor:
         """The painted images as ``uint8 [M, 3, S, S]`` (rounded)."""
         S = self.S
-        img = self.buf.view(self.M, S, S, 3).permute(0, 3, 1, 2)
-        return img.mul(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8).contiguous()
+        img = self.buf.mul_(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)
+        return img.view(3, self.M, S, S).transpose(0, 1).contiguous()
+
+
+class _Patch:
+    """Pixels of one patch per frame, planar ``[3, M, h, w]``, with their centres
+    ``xs [M, w]``, ``ys [M, h]`` (table units). Paint into it, then :meth:`commit` it."""
+
+    def __init__(self, canvas: _Canvas, idx: Tensor, xs: Tensor, ys: Tensor) -> None:
+        self.canvas, self.idx, self.xs, self.ys = canvas, idx, xs, ys
+        self.pixels = canvas.buf.index_select(1, idx).view(3, canvas.M, ys.shape[1], xs.shape[1])
+
+    def disc(self, centre: Tensor, radius: float, edge: float) -> Tensor:
+        return _disc_alpha(centre, radius, self.xs, self.ys, edge)
+
+    def box(self, centre: Tensor, half: float, edge: float) -> Tensor:
+        """Coverage ``[M, h, w]`` of axis-aligned squares ``centre ± half``."""
+        return _coverage(centre[:, 1], half, self.ys, edge)[:, :, None] * \
+            _coverage(centre[:, 0], half, self.xs, edge)[:, None, :]
+
+    def paint(self, alpha: Tensor, color: Tensor) -> None:
+        """Composite ``color`` (``[3]``, ``[M, 3]``, or ``[M, w, 3]`` per column) with
+        coverage ``alpha [M, h, w]``."""
+        if color.dim() == 1:
+            color = color[:, None, None, None]
+        elif color.dim() == 2:
+            color = color.t()[:, :, None, None]
+        else:
+            color = color.permute(2, 0, 1)[:, :, None, :]
+        self.pixels.lerp_(color.expand_as(self.pixels), alpha)
+
+    def darken(self, alpha: Tensor, strength: float) -> None:
+        """Multiply by ``1 − strength·alpha`` (a shadow)."""
+        self.pixels.mul_(1.0 - strength * alpha)
+
+    def commit(self) -> None:
+        self.canvas.buf.index_copy_(1, self.idx, self.pixels.view(3, -1))
 
 
 # --------------------------------------------------------------- random policy

@@ -28,10 +28,11 @@ Numerics, all in log space and float32:
   and ``log mass = log Φ(b) + log1mexp(t)``, ``t = log Φ(b) − log Φ(a)``. For a wide bin
   t is that difference of ``log_ndtr``s; for a narrow one (``w/σ < 0.1``, where the
   difference would cancel) t comes from the midpoint expansion
-  ``t = d·r(m)·(1 + d²·((m + r)(m + 2r) − 1)/24)`` with d = w/σ, m the bin's standardized
-  midpoint and r = φ(m)/Φ(m) = √(2/π)/erfcx(−m/√2) (error O(d⁵)). This plays the part of PixelCNN++'s mid-bin
-  density fallback (its leading term is exactly the mid-bin density), with the next
-  order kept so it joins the exact branch seamlessly.
+  ``t = d·r(m)·(1 + d²·((m + r)(m + 2r) − 1)/24)`` with d = w/σ, m the bin's
+  standardized midpoint and r = φ(m)/Φ(m) = √(2/π)/erfcx(−m/√2) (error O(d⁵)). This
+  plays the part of PixelCNN++'s mid-bin density fallback (its leading term is exactly
+  the mid-bin density), with the next order kept so it joins the exact branch seamlessly.
+  ``log Φ`` itself goes through :func:`log_ndtr`, whose gradient survives the far tail.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ from einops import rearrange, reduce
 from torch import Tensor, nn
 
 from seqvae.config import ComponentConfig
-from seqvae.likelihoods.base import LOG_2PI, LikelihoodHead, randn, rand, to_uint8_levels
+from seqvae.likelihoods.base import LikelihoodHead, rand, randn, to_uint8_levels
 from seqvae.likelihoods.categorical import LEVELS, DiscreteHead
 from seqvae.likelihoods.gaussian import OptimalSigmaGaussian, mean_activation
 from seqvae.registry import LIKELIHOODS

@@ -1,0 +1,132 @@
+"""Data set ``pusher``: random-policy episodes of the procedural pushing world
+(:mod:`seqvae.data.pusher`), the toolkit's no-download default for video prediction.
+
+Item ``i`` of split ``s`` is a pure function of ``(seed, s, i)``: its episode is
+simulated and rendered on the fly from uniforms drawn from a ``torch.Generator`` seeded
+with a 64-bit mix of the three (:func:`item_seed`); nothing is cached or written to disk.
+Train, val and test use different seed streams, so they do not overlap.
+
+An item::
+
+    {"frames":      uint8   [T, 3, S, S],
+     "actions":     float32 [T, 2],      # only if action_conditioned; actions[t] moves
+                                         # frame t to t+1, actions[T-1] is the next action
+     "gripper_pos": float32 [T, 2],      # table units, the table is [-1, 1]², y downward
+     "object_pos":  float32 [T, K, 2],   # K = num_objects slots ...
+     "object_mask": bool    [K]}         # ... of which these exist in this episode
+
+Without actions (``action_conditioned: false``) the unobserved random policy makes the
+future genuinely stochastic, as in BAIR.
+
+The data set implements ``__getitems__``, so a ``DataLoader`` generates a whole batch in
+one vectorized pass (bit-identical to generating the items one by one).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from seqvae.config import ComponentConfig
+from seqvae.data.pusher import PusherConfig, PusherSim, PushPolicyConfig, RandomPushPolicy, episode_uniforms, sample_episodes
+from seqvae.data.spec import DataSpec
+from seqvae.registry import DATASETS
+
+SPLITS = ("train", "val", "test")
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    """One step of the SplitMix64 mixer (a bijection on 64-bit integers)."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def item_seed(seed: int, split: str, index: int) -> int:
+    """The generator seed of item ``index`` of ``split``: distinct streams per split."""
+    stream = _splitmix64(_splitmix64(seed & _MASK64) ^ (SPLITS.index(split) + 1) * 0xD1B54A32D192ED03)
+    return _splitmix64((stream + index) & _MASK64)
+
+
+@dataclass
+class PusherDataConfig(ComponentConfig):
+    """The procedural pushing world as a video data set (no download)."""
+
+    name: str = "pusher"
+    seq_len: int = 30                # frames per item
+    num_train: int = 100_000         # virtual items per split (generated on demand)
+    num_val: int = 256
+    num_test: int = 256
+    seed: int = 0                    # data seed: item i of split s depends on (seed, s, i) only
+    action_conditioned: bool = True  # False: items carry no "actions" (stochastic future)
+    image_size: int = 64
+    num_objects: int = 3             # at most this many objects (slots K)
+    min_objects: int = 1
+    gripper_radius: float = 0.13     # half-side of the square gripper (table is [-1, 1]²)
+    object_radius: float = 0.16
+    max_step: float = 0.08           # gripper displacement per step at |action| = 1
+    target_probability: float = 0.7  # random policy: chance a motion segment heads through an object
+
+
+class PusherDataset(Dataset):
+    """Map-style data set of random pushing episodes, generated on demand."""
+
+    def __init__(self, cfg: PusherDataConfig, split: str) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if cfg.seq_len < 1:
+            raise ValueError(f"data.seq_len must be at least 1, got {cfg.seq_len}")
+        self.cfg, self.split = cfg, split
+        self.length = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}[split]
+        if self.length < 0:
+            raise ValueError(f"data.num_{split} must be non-negative, got {self.length}")
+        self.sim = PusherSim(PusherConfig(
+            image_size=cfg.image_size, num_objects=cfg.num_objects, min_objects=cfg.min_objects,
+            gripper_radius=cfg.gripper_radius, object_radius=cfg.object_radius, max_step=cfg.max_step,
+        ))
+        self.policy = RandomPushPolicy(self.sim, PushPolicyConfig(target_probability=cfg.target_probability))
+        self.num_uniforms = episode_uniforms(self.sim, cfg.seq_len)
+        self.spec = DataSpec(3, cfg.image_size, cfg.image_size, cfg.seq_len,
+                             action_dim=2 if cfg.action_conditioned else 0)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Tensor]]:
+        """Generate several items in one vectorized pass (used by ``DataLoader``)."""
+        rows = []
+        for i in indices:
+            i = int(i)
+            if i < 0:
+                i += self.length
+            if not 0 <= i < self.length:
+                raise IndexError(f"pusher {self.split} index {i} out of range [0, {self.length})")
+            gen = torch.Generator().manual_seed(item_seed(self.cfg.seed, self.split, i))
+            rows.append(torch.rand(self.num_uniforms, generator=gen))
+        if not rows:
+            return []
+        episode = sample_episodes(self.sim, self.cfg.seq_len, torch.stack(rows), self.policy)
+        frames = self.sim.render_trajectory(episode.start, episode.gripper_pos, episode.object_pos)
+        items = []
+        for b in range(len(rows)):
+            item = {"frames": frames[b]}
+            if self.cfg.action_conditioned:
+                item["actions"] = episode.actions[b]
+            item["gripper_pos"] = episode.gripper_pos[b]
+            item["object_pos"] = episode.object_pos[b]
+            item["object_mask"] = episode.start.object_active[b]
+            items.append(item)
+        return items
+
+
+@DATASETS.register("pusher", PusherDataConfig)
+def build_pusher(cfg: PusherDataConfig, split: str) -> PusherDataset:
+    return PusherDataset(cfg, split)

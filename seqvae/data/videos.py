@@ -1,0 +1,262 @@
+"""Data set ``video_folder``: clips cut from a folder of the user's own videos.
+
+Every file under ``root`` (recursively; hidden files skipped) whose extension is in
+``extensions`` is one video, decoded with PyAV (FFmpeg). Frames are centre-cropped to a
+square and resized to ``image_size`` (bilinear with antialiasing), and each video is cut
+into clips of ``seq_len`` frames (every ``frame_step``-th frame) starting every
+``stride`` frames. Videos shorter than one clip are skipped.
+
+Splits are by file, so no clip of a video leaks into another split: the first 32 bits of
+``sha1(relative path)`` as a fraction ``h`` in [0, 1) put the file in ``test`` if
+``h < test_fraction``, else in ``val`` if ``h < test_fraction + val_fraction``, else in
+``train``. Adding or removing files never moves the others. ``split_by: none`` puts every
+file in every split (for a single video or a quick demo).
+
+Building the data set indexes only its own split's files: frame counts and presentation
+timestamps come from demuxing (no decoding) and stay in the index, so a clip is decoded
+on demand by seeking to the key frame before its first frame. Items are
+``{"frames": uint8 [seq_len, 3, image_size, image_size]}``.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from seqvae.config import ComponentConfig
+from seqvae.data.spec import DataSpec
+from seqvae.registry import DATASETS
+
+SPLITS = ("train", "val", "test")
+VIDEO_EXTENSIONS = ("mp4", "avi", "mov", "mkv")
+
+
+class VideoDecodeError(RuntimeError):
+    """A video file could not be opened or decoded (the message names the file)."""
+
+
+def _av():
+    try:
+        import av
+    except ImportError as err:  # pragma: no cover - av is a declared dependency
+        raise ImportError("the video_folder data set needs PyAV: pip install av") from err
+    return av
+
+
+@dataclass
+class VideoFolderConfig(ComponentConfig):
+    """Clips from a folder of video files (see the module docstring)."""
+
+    name: str = "video_folder"
+    root: str = "datasets/videos"     # folder searched recursively for videos
+    seq_len: int = 30                 # frames per clip
+    stride: int | None = None         # frames between clip starts (None: seq_len, i.e. no overlap)
+    frame_step: int = 1               # keep every frame_step-th frame (temporal subsampling)
+    image_size: int = 64              # centre-crop to a square, then resize to this
+    extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+    val_fraction: float = 0.1         # share of files (by path hash) in val ...
+    test_fraction: float = 0.1        # ... and in test
+    split_by: str = "file"            # "file": split by path hash; "none": every file in every split
+    skip_broken: bool = False         # warn and skip unreadable files instead of failing
+
+
+def split_of(relative_path: str, val_fraction: float, test_fraction: float) -> str:
+    """The split of a file, from the SHA-1 of its path relative to the root (``/``-separated)."""
+    digest = hashlib.sha1(relative_path.encode("utf-8")).hexdigest()
+    h = int(digest[:8], 16) / 2.0**32
+    if h < test_fraction:
+        return "test"
+    if h < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """One indexed video: its path, frame count and presentation timestamps (sorted)."""
+
+    path: Path
+    relative: str
+    num_frames: int
+    pts: tuple[int, ...] | None   # None when the container gives no timestamps (decode from the start)
+
+
+def probe_video(path: Path) -> tuple[int, tuple[int, ...] | None]:
+    """Frame count and sorted presentation timestamps of the first video stream, by
+    demuxing only. Raises :class:`VideoDecodeError` naming the file."""
+    av = _av()
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(f"cannot decode video file {path}: it has no video stream")
+            stream = container.streams.video[0]
+            pts: list[int | None] = [p.pts for p in container.demux(stream) if p.size > 0]
+    except VideoDecodeError:
+        raise
+    except Exception as err:  # FFmpeg errors come in many classes
+        raise VideoDecodeError(f"cannot decode video file {path}: {err}") from err
+    if any(p is None for p in pts) or len(set(pts)) != len(pts):
+        return len(pts), None
+    return len(pts), tuple(sorted(pts))  # type: ignore[arg-type]
+
+
+def decode_frames(video: VideoInfo, indices: list[int]) -> Tensor:
+    """Decode the frames ``indices`` (increasing) of ``video``: ``uint8 [len, H, W, 3]``.
+
+    Seeks to the key frame before the first wanted frame when timestamps are known and
+    identifies frames by timestamp; otherwise (or if seeking misbehaves) decodes from
+    the start and counts frames.
+    """
+    first, last = indices[0], indices[-1]
+    try:
+        out = None
+        if video.pts is not None and first > 0:
+            out = _collect(video, indices, seek=True)
+        if out is None:
+            out = _collect(video, indices, seek=False)
+    except Exception as err:
+        raise VideoDecodeError(f"cannot decode video file {video.path} (frames {first}..{last}): {err}") from err
+    if len(out) != len(indices):
+        raise VideoDecodeError(
+            f"video file {video.path} ended after {len(out)} of the frames {first}..{last} the index "
+            f"promised ({video.num_frames} frames by demuxing); is the file damaged?"
+        )
+    return torch.stack([out[i] for i in indices])
+
+
+def _collect(video: VideoInfo, indices: list[int], seek: bool) -> dict[int, Tensor] | None:
+    """Frames ``indices`` by index; None if a seek did not land before the first of them."""
+    av = _av()
+    wanted, first, last = set(indices), indices[0], indices[-1]
+    out: dict[int, Tensor] = {}
+    with av.open(str(video.path)) as container:
+        stream = container.streams.video[0]
+        if seek:
+            container.seek(video.pts[first], stream=stream, backward=True, any_frame=False)
+        counter = 0
+        for frame in container.decode(stream):
+            if seek:
+                index = bisect.bisect_left(video.pts, frame.pts) if frame.pts is not None else -1
+                if index < 0 or index >= len(video.pts) or video.pts[index] != frame.pts:
+                    return None  # a frame the index does not know: fall back to counting
+                if index > first and not out:
+                    return None  # landed after the first wanted frame
+            else:
+                index = counter
+                counter += 1
+            if index in wanted:
+                out[index] = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+            if index >= last:
+                break
+    return out
+
+
+def resize_square(frames: Tensor, size: int) -> Tensor:
+    """Centre-crop ``uint8 [T, H, W, 3]`` to a square and resize -> ``uint8 [T, 3, size, size]``."""
+    T, H, W, _ = frames.shape
+    side = min(H, W)
+    top, left = (H - side) // 2, (W - side) // 2
+    x = frames[:, top:top + side, left:left + side].permute(0, 3, 1, 2)
+    if side == size:
+        return x.contiguous()
+    x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
+class VideoFolderDataset(Dataset):
+    """Map-style data set of fixed-length clips from the videos of one split."""
+
+    def __init__(self, cfg: VideoFolderConfig, split: str) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        stride = cfg.stride if cfg.stride is not None else cfg.seq_len
+        for key, value in (("seq_len", cfg.seq_len), ("stride", stride), ("frame_step", cfg.frame_step),
+                           ("image_size", cfg.image_size)):
+            if value < 1:
+                raise ValueError(f"data.{key} must be at least 1, got {value}")
+        if cfg.split_by not in ("file", "none"):
+            raise ValueError(f"data.split_by must be 'file' or 'none', got {cfg.split_by!r}")
+        if not (0 <= cfg.val_fraction and 0 <= cfg.test_fraction and cfg.val_fraction + cfg.test_fraction <= 1):
+            raise ValueError("data.val_fraction and data.test_fraction must be >= 0 and sum to at most 1")
+        self.cfg, self.split = cfg, split
+        self.spec = DataSpec(3, cfg.image_size, cfg.image_size, cfg.seq_len, action_dim=0)
+
+        root = Path(cfg.root).expanduser()
+        exts = {e.lower().lstrip(".") for e in cfg.extensions}
+        pattern = ", ".join(f"*.{e}" for e in sorted(exts))
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"video_folder: data root {root.resolve()} does not exist or is not a folder "
+                f"(looked for {pattern} under it); set data.root to your video folder "
+                "(see datasets/videos/README.md)"
+            )
+        files = sorted(
+            p for p in root.rglob("*")
+            if p.is_file() and p.suffix.lower().lstrip(".") in exts
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
+        if not files:
+            raise FileNotFoundError(f"video_folder: no video files ({pattern}) under {root.resolve()}")
+        self.root = root
+        mine = [p for p in files
+                if cfg.split_by == "none"
+                or split_of(p.relative_to(root).as_posix(), cfg.val_fraction, cfg.test_fraction) == split]
+        if not mine:
+            raise ValueError(
+                f"video_folder: none of the {len(files)} videos under {root.resolve()} falls in split "
+                f"{split!r} (val_fraction={cfg.val_fraction}, test_fraction={cfg.test_fraction}, split by "
+                "path hash); add videos, change the fractions, or set data.split_by=none"
+            )
+
+        # Index: frame counts and timestamps (demux only), then clip start frames.
+        self.videos: list[VideoInfo] = []
+        for path in mine:
+            try:
+                count, pts = probe_video(path)
+            except VideoDecodeError as err:
+                if not cfg.skip_broken:
+                    raise
+                warnings.warn(f"video_folder: skipping {err}", stacklevel=2)
+                continue
+            self.videos.append(VideoInfo(path, path.relative_to(root).as_posix(), count, pts))
+        span = (cfg.seq_len - 1) * cfg.frame_step + 1
+        self.clips: list[tuple[int, int]] = [
+            (v, start)
+            for v, info in enumerate(self.videos)
+            for start in range(0, info.num_frames - span + 1, stride)
+        ]
+        if not self.clips:
+            counts = sorted(v.num_frames for v in self.videos) or [0]
+            raise ValueError(
+                f"video_folder: no video of split {split!r} under {root.resolve()} has the {span} frames "
+                f"a clip needs (seq_len={cfg.seq_len}, frame_step={cfg.frame_step}); the longest has "
+                f"{counts[-1]}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def clip_info(self, index: int) -> tuple[Path, int]:
+        """The file and first frame of clip ``index``."""
+        v, start = self.clips[index]
+        return self.videos[v].path, start
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"video_folder {self.split} index {index} out of range [0, {len(self)})")
+        v, start = self.clips[index]
+        indices = [start + j * self.cfg.frame_step for j in range(self.cfg.seq_len)]
+        frames = decode_frames(self.videos[v], indices)
+        return {"frames": resize_square(frames, self.cfg.image_size)}
+
+
+@DATASETS.register("video_folder", VideoFolderConfig)
+def build_video_folder(cfg: VideoFolderConfig, split: str) -> VideoFolderDataset:
+    return VideoFolderDataset(cfg, split)
