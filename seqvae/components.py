@@ -9,3 +9,4 @@ import seqvae.likelihoods.categorical  # noqa: F401
 import seqvae.likelihoods.bitwise  # noqa: F401
 import seqvae.likelihoods.logistic_mixture  # noqa: F401
 import seqvae.likelihoods.discretized  # noqa: F401
+import seqvae.models.hvae  # noqa: F401
