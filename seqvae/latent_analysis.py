@@ -103,16 +103,19 @@ def rate(mu: Tensor, logvar: Tensor) -> float:
     return float(kl_per_example(mu, logvar).mean())
 
 
-def log_aggregate_posterior(z: Tensor, mu: Tensor, logvar: Tensor, chunk_size: int = 1024) -> Tensor:
+def log_aggregate_posterior(z: Tensor, mu: Tensor, logvar: Tensor, chunk_size: int | None = None) -> Tensor:
     """log m(z) = logsumexp_n log N(z; μ_n, diag e^{logvar_n}) − log N for ``z [M, D]`` → ``[M]``.
 
     All N components are used. The quadratic form is expanded into matrix products,
     Σ_d (z−μ)²/σ² = z²·(1/σ²)ᵀ − 2 z·(μ/σ²)ᵀ + Σ_d μ²/σ², in float64, ``chunk_size`` rows
-    of z at a time (memory ``chunk_size × N``).
+    of z at a time (memory ~ a few × ``chunk_size × N`` doubles; default keeps
+    ``chunk_size × N`` ≈ 2²² elements, 32 MB).
     """
     mu, logvar = _check(mu, logvar)
     z = z.to(mu).flatten(1)
     n = mu.shape[0]
+    if chunk_size is None:
+        chunk_size = max(1, 2**22 // n)
     prec = torch.exp(-logvar)                                   # [N, D]
     prec_mu = mu * prec                                          # [N, D]
     const = -0.5 * ((mu * prec_mu).sum(1) + logvar.sum(1) + mu.shape[1] * _LOG2PI)  # [N]
@@ -136,7 +139,7 @@ def sample_aggregate_posterior(
 
 
 def _mc_terms(
-    mu: Tensor, logvar: Tensor, num_samples: int, generator: torch.Generator | None, chunk_size: int
+    mu: Tensor, logvar: Tensor, num_samples: int, generator: torch.Generator | None, chunk_size: int | None
 ) -> tuple[Tensor, Tensor]:
     """Per-sample terms (log m − log p, log q − log m), each ``[M]``."""
     mu, logvar = _check(mu, logvar)
@@ -158,7 +161,7 @@ def marginal_kl(
     logvar: Tensor,
     num_samples: int = 10_000,
     generator: torch.Generator | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
 ) -> float:
     """KL(m(z) ‖ p(z)) = E_{z~m}[log m(z) − log p(z)] by Monte Carlo (Rosca et al. 2018)."""
     return _mean_se(_mc_terms(mu, logvar, num_samples, generator, chunk_size)[0])[0]
@@ -170,7 +173,7 @@ def mutual_information(
     num_samples: int = 10_000,
     generator: torch.Generator | None = None,
     estimator: Literal["decomposition", "direct"] = "decomposition",
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
 ) -> float:
     """I(x; z) under the encoder and the empirical data distribution, in nats.
 
@@ -190,7 +193,7 @@ def analyze_latents(
     logvar: Tensor,
     num_samples: int = 10_000,
     generator: torch.Generator | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
 ) -> LatentStats:
     """All Eq. 6 quantities from one set of Monte Carlo samples (``mu``, ``logvar``: ``[N, ...]``)."""
     kl = kl_per_example(mu, logvar)

@@ -216,6 +216,12 @@ class LPIPS(nn.Module):
                              f"expected a torchvision {self.model.pnet_type} state_dict")
         self.model.net.load_state_dict(mapped)
 
+    def train(self, mode: bool = True) -> "LPIPS":
+        """A metric: the wrapped network stays in eval mode (its linear layers carry dropout)."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
     @torch.no_grad()
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         p, t, lead = _frames(pred, target, "LPIPS")

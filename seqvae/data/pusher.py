@@ -28,7 +28,9 @@ trajectory and frames are bit-identical whatever batch it is simulated in.
 
 Rendering evaluates anti-aliased shape masks on the pixel grid: discs through the
 linearised signed distance ``(r² − d²) / 2r`` (no square root) and boxes as separable
-products of 1-D edge coverages.
+products of 1-D edge coverages. Each shape is composited only inside its bounding patch
+(gathered, painted and scattered back for all frames at once), which keeps the data set
+at a few hundred 30-frame sequences per second on one CPU thread.
 """
 from __future__ import annotations
 

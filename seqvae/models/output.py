@@ -46,7 +46,12 @@ class ELBO:
             "bpd": self.bits_per_dim().mean().detach(),
         }
         for key, value in self.extras.items():
-            out[key] = value.detach().float().mean() if value.dim() <= 1 else value.detach().float().mean(0).sum()
+            value = value.detach().float()
+            if value.dim() <= 1:
+                out[key] = value.mean()
+            else:  # [B, L]: one entry per layer/step, e.g. kl_per_layer_00 ... kl_per_layer_14
+                for i, column in enumerate(value.mean(0)):
+                    out[f"{key}_{i:02d}"] = column
         return out
 
 
