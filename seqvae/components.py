@@ -10,3 +10,5 @@ import seqvae.likelihoods.bitwise  # noqa: F401
 import seqvae.likelihoods.logistic_mixture  # noqa: F401
 import seqvae.likelihoods.discretized  # noqa: F401
 import seqvae.models.hvae  # noqa: F401
+import seqvae.data.pusher_dataset  # noqa: F401
+import seqvae.data.videos  # noqa: F401
