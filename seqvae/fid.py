@@ -87,12 +87,16 @@ def frechet_distance(
         lam = np.linalg.eigvalsh((inner + inner.T) / 2)
         tr_covmean = float(np.sqrt(np.clip(lam, 0.0, None)).sum())
     elif method == "sqrtm":
+        import warnings
+
         from scipy import linalg
 
-        covmean = linalg.sqrtm(s1 @ s2)
-        if not np.isfinite(covmean).all():
-            offset = np.eye(s1.shape[0]) * eps
-            covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+        with warnings.catch_warnings():  # singular input: judged below by finiteness / imaginary part
+            warnings.simplefilter("ignore", linalg.LinAlgWarning)
+            covmean = linalg.sqrtm(s1 @ s2)
+            if not np.isfinite(covmean).all():
+                offset = np.eye(s1.shape[0]) * eps
+                covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
         if np.iscomplexobj(covmean):
             imag = np.max(np.abs(covmean.imag))
             if imag > 1e-3 * max(1.0, np.max(np.abs(covmean.real))):
