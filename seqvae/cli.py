@@ -48,8 +48,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     result = evaluate_elbo(model, dataset, args.batch_size or cfg.train.batch_size, device, dtype, args.batches)
     result["step"] = payload["step"]
     result["split"] = args.split
-    if hasattr(model, "evaluate_video"):
-        result.update(model.evaluate_video(dataset, args, device, dtype))  # video metrics (SVG protocol)
+    if hasattr(model, "predict"):  # video model: best-of-N frame metrics (SVG protocol)
+        result.update(video_metrics(model, dataset, args, device, dtype))
     note = "" if result["valid_bound"] else "  (per-image σ looks at x: not a true bound)"
     print(f"-log p bound: {result['neg_elbo']:.2f} nats per example, {result['bpd']:.4f} bits/dim{note}")
     print(f"  NLL {result['nll']:.2f}  KL {result['kl']:.2f}  "
@@ -57,6 +57,26 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json}")
+
+
+def video_metrics(model, dataset, args: argparse.Namespace, device: torch.device, dtype) -> dict:
+    from seqvae.video_eval import evaluate_video
+
+    lpips = None
+    if args.lpips:
+        from seqvae.metrics import LPIPS
+
+        lpips = LPIPS(backbone_weights=args.lpips_weights or None).to(device)
+    out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).with_suffix("") / "eval"
+    if Path(args.checkpoint).is_dir():
+        out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint) / "eval"
+    result = evaluate_video(model, dataset, n_samples=args.samples, n_sequences=args.sequences, device=device,
+                            dtype=dtype, lpips=lpips, out_dir=out_dir)
+    summary = result.summary()
+    print(f"best of {args.samples} samples over {result.curves['psnr'].shape[0]} sequences: "
+          + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+    print(f"per-timestep curves (CSV, PNG): {out_dir}")
+    return summary
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -105,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=100, help="video models: samples per sequence for best-of-N metrics")
     p.add_argument("--sequences", type=int, default=256, help="video models: test sequences for the frame metrics")
     p.add_argument("--lpips", action="store_true", help="video models: also compute LPIPS (needs AlexNet weights)")
+    p.add_argument("--lpips-weights", default="", help="local AlexNet state_dict for LPIPS (no download)")
     p.add_argument("--out-dir", default="", help="video models: where curves (CSV/PNG) go (default: next to the checkpoint)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

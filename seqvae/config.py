@@ -42,6 +42,7 @@ class TrainConfig:
 
     out_dir: str = "runs/default"     # run folder: config.yaml, metrics.jsonl, checkpoints, grids
     steps: int = 1000                 # optimizer steps in total
+    time_limit_minutes: float = 0.0   # stop earlier once training has run this long (0: no limit); the stop is a normal end
     batch_size: int = 32              # per process (DDP: global batch = batch_size * world)
     lr: float = 1e-3                  # Adam learning rate
     beta1: float = 0.9                # Adam beta1

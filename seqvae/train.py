@@ -157,6 +157,7 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
 
         bar = tqdm(total=tc.steps, initial=step, dynamic_ncols=True, desc="train")
     window = {"t": time.perf_counter(), "examples": 0, "skipped": 0}
+    deadline = time.perf_counter() + tc.time_limit_minutes * 60 if tc.time_limit_minutes > 0 else None
     model.train()
     last_steps = tc.steps if not dry_run else step + 1
     while step < last_steps:
@@ -183,7 +184,7 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
         if dry_run:
             dist.print0(f"dry run: one step done, loss {float(loss):.2f}, grad norm {float(grad_norm):.3g}")
             break
-        is_last = step == tc.steps
+        is_last = step == tc.steps or (deadline is not None and out_of_time(deadline, device))
         if step % tc.log_every == 0 or is_last:
             elapsed = time.perf_counter() - window["t"]
             values = {k: float(v) for k, v in out.summary().items()}
@@ -206,10 +207,22 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
             model.train()
         if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or is_last:
             write_checkpoint(run_dir, cfg, model, optimizer, scaler, step, train_set.spec)
+        if is_last:
+            if step < tc.steps:
+                dist.print0(f"stopped at step {step}: train.time_limit_minutes={tc.time_limit_minutes} reached")
+            break
     if bar is not None:
         bar.close()
     dist.barrier()
     return run_dir
+
+
+def out_of_time(deadline: float, device: torch.device) -> bool:
+    """Whether the time budget is spent; rank 0 decides for every rank (they stop together)."""
+    flag = torch.tensor([float(time.perf_counter() > deadline)], device=device)
+    if dist.is_initialized():
+        torch.distributed.broadcast(flag, 0)
+    return bool(flag.item())
 
 
 def write_checkpoint(run_dir: Path, cfg: RunConfig, model, optimizer, scaler, step: int, spec) -> None:

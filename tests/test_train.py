@@ -168,3 +168,11 @@ def test_eval_and_sample_from_checkpoint(tmp_path, capsys):
     assert result["beta_eff"] == pytest.approx(2 * result["sigma_ema"] ** 2, rel=1e-5)
     assert cli_main(["sample", str(tmp_path / "e" / "checkpoint.pt"), "--num", "9", "--out", str(tmp_path / "s.png")]) == 0
     assert Image.open(tmp_path / "s.png").size[0] > 16 * 3
+
+
+def test_time_limit_ends_the_run_normally(tmp_path):
+    run = train(_cfg(tmp_path, "t", "train.steps=1000", "train.time_limit_minutes=0.00001"), progress=False)
+    payload = load_checkpoint(run / "checkpoint.pt")
+    assert 1 <= payload["step"] < 1000
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["split"] == "test" and lines[-1]["step"] == payload["step"]

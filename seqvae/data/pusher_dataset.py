@@ -59,6 +59,7 @@ class PusherDataConfig(ComponentConfig):
 
     name: str = "pusher"
     seq_len: int = 30                # frames per item
+    eval_seq_len: int = 0            # frames per val/test item (0: seq_len), e.g. train on 12, evaluate on 30
     num_train: int = 100_000         # virtual items per split (generated on demand)
     num_val: int = 256
     num_test: int = 256
@@ -79,7 +80,8 @@ class PusherDataset(Dataset):
     def __init__(self, cfg: PusherDataConfig, split: str) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if cfg.seq_len < 1:
+        self.seq_len = cfg.eval_seq_len if split != "train" and cfg.eval_seq_len > 0 else cfg.seq_len
+        if self.seq_len < 1:
             raise ValueError(f"data.seq_len must be at least 1, got {cfg.seq_len}")
         self.cfg, self.split = cfg, split
         self.length = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}[split]
@@ -90,8 +92,8 @@ class PusherDataset(Dataset):
             gripper_radius=cfg.gripper_radius, object_radius=cfg.object_radius, max_step=cfg.max_step,
         ))
         self.policy = RandomPushPolicy(self.sim, PushPolicyConfig(target_probability=cfg.target_probability))
-        self.num_uniforms = episode_uniforms(self.sim, cfg.seq_len)
-        self.spec = DataSpec(3, cfg.image_size, cfg.image_size, cfg.seq_len,
+        self.num_uniforms = episode_uniforms(self.sim, self.seq_len)
+        self.spec = DataSpec(3, cfg.image_size, cfg.image_size, self.seq_len,
                              action_dim=2 if cfg.action_conditioned else 0)
 
     def __len__(self) -> int:
@@ -113,7 +115,7 @@ class PusherDataset(Dataset):
             rows.append(torch.rand(self.num_uniforms, generator=gen))
         if not rows:
             return []
-        episode = sample_episodes(self.sim, self.cfg.seq_len, torch.stack(rows), self.policy)
+        episode = sample_episodes(self.sim, self.seq_len, torch.stack(rows), self.policy)
         frames = self.sim.render_trajectory(episode.start, episode.gripper_pos, episode.object_pos)
         items = []
         for b in range(len(rows)):
