@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.set_defaults(func=cmd_sample)
 
+    from seqvae.analysis import add_analyze_parser
+
+    add_analyze_parser(sub)
+
     p = sub.add_parser("demo", help="train on the embedded default data, sample, render an MP4")
     p.add_argument("--minutes", type=float, default=10.0, help="training time budget")
     p.add_argument("--out-dir", default="runs/demo")
