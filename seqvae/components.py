@@ -12,3 +12,4 @@ import seqvae.likelihoods.discretized  # noqa: F401
 import seqvae.models.hvae  # noqa: F401
 import seqvae.data.pusher_dataset  # noqa: F401
 import seqvae.data.videos  # noqa: F401
+import seqvae.models.svg  # noqa: F401

@@ -61,13 +61,14 @@ def gen(seed=0) -> torch.Generator:
 @pytest.mark.parametrize("enc_cls,dec_cls", [(DCGANEncoder64, DCGANDecoder64), (VGGEncoder64, VGGDecoder64)])
 def test_decoder_equals_svg_concatenation(enc_cls, dec_cls):
     """The decoder's split skip convolution is SVG's ``conv(cat([x, skip]))`` exactly, also
-    when several decoded frames share one skip map (gathered by index)."""
+    when several decoded frames share one skip map (added by broadcasting)."""
     torch.manual_seed(0)
     enc, dec = enc_cls(16, C), dec_cls(16, 2 * C)
-    x = torch.rand(2, C, 64, 64)
+    x = torch.rand(2 * 2, C, 64, 64)    # skip maps (b k): 2 sequences, K = 2 frames each
     _, skips = enc(x)
-    g = torch.randn(3, 16)
-    index = torch.tensor([1, 0, 1])
+    g = torch.randn(2 * 3, 16)          # decoded rows (b s): S = 3 steps each
+    skip_pos = [0, 1, 1]
+    index = torch.tensor([0, 1, 1, 2, 3, 3])
 
     def svg_decoder(g, skips):  # the original forward, written with torch.cat
         d = dec.upc1(g[:, :, None, None])
@@ -78,8 +79,8 @@ def test_decoder_equals_svg_concatenation(enc_cls, dec_cls):
         return d
 
     expected = svg_decoder(g, [s[index] for s in skips])
-    got = dec(g, dec.skip_terms(skips), index)
-    assert got.shape == (3, 2 * C, 64, 64)
+    got = dec(g, dec.skip_terms(skips), skip_pos)
+    assert got.shape == (6, 2 * C, 64, 64)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -173,8 +174,8 @@ def test_learned_prior_does_not_see_the_frame_it_predicts():
     t = 3
     x2[:, t] = torch.rand(B, C, 64, 64)
     with torch.no_grad():
-        _, out1 = model._teacher_forced({"frames": x}, gen())
-        _, out2 = model._teacher_forced({"frames": x2}, gen())
+        _, out1 = model.teacher_forced({"frames": x}, gen())
+        _, out2 = model.teacher_forced({"frames": x2}, gen())
     # step s predicts frame s + 1
     torch.testing.assert_close(out1.mu_p[:, :t], out2.mu_p[:, :t], rtol=0, atol=0)
     torch.testing.assert_close(out1.logvar_p[:, :t], out2.logvar_p[:, :t], rtol=0, atol=0)
@@ -195,7 +196,7 @@ def test_actions_condition_predictions_causally():
     p2 = model.predict(ctx, 3, a2, generator=gen())
     # predicted frames are 2, 3, 4; frame 4 is the first that depends on a_3
     torch.testing.assert_close(p1[:, :2], p2[:, :2], rtol=0, atol=0)
-    assert (p1[:, 2] - p2[:, 2]).abs().max() > 1e-5
+    assert (p1[:, 2] - p2[:, 2]).abs().max() > 1e-3
     l1 = model({"frames": frames(), "actions": a}, generator=gen()).loss
     l2 = model({"frames": frames(), "actions": a2}, generator=gen()).loss
     assert not torch.isclose(l1, l2)
@@ -230,7 +231,7 @@ def test_predict_is_reproducible_from_the_generator():
     p3 = model.predict(ctx, 3, generator=gen(6))
     assert p1.shape == (B, 3, C, 64, 64) and 0 <= p1.min() and p1.max() <= 1
     torch.testing.assert_close(p1, p2, rtol=0, atol=0)
-    assert (p1 - p3).abs().max() > 1e-4
+    assert (p1 - p3).abs().max() > 1e-3
     s1 = model.predict(ctx, 2, generator=gen(5), sample_pixels=True)
     s2 = model.predict(ctx, 2, generator=gen(5), sample_pixels=True)
     torch.testing.assert_close(s1, s2, rtol=0, atol=0)
@@ -259,7 +260,7 @@ def test_generation_path_agrees_with_teacher_forced_path(skip):
     rec, gen_ = model.reconstruct(batch), model.generate(batch)
     torch.testing.assert_close(rec[:, 0], batch["frames"][:, 0], rtol=0, atol=0)
     torch.testing.assert_close(rec[:, 2], gen_[:, 2], rtol=1e-5, atol=1e-5)
-    assert (rec[:, 3] - gen_[:, 3]).abs().max() > 1e-6  # later ones see generated frames
+    assert (rec[:, 3] - gen_[:, 3]).abs().max() > 1e-3  # later ones see generated frames
 
 
 # ------------------------------------------------------- precision, layout, grads

@@ -24,9 +24,13 @@ How the computation is laid out (same function as the original code, less work):
   predicted frames are decoded in ONE decoder call after the recurrence.
 * A skip map shared by many decoded frames is convolved once
   (:func:`seqvae.nets.vgg64.conv_cat`).
-* BatchNorm therefore sees batch statistics over all ``B·T`` frames of a step instead of
-  the original's ``B`` frames of one time step; at evaluation (running statistics) the
-  two are the same function.
+* BatchNorm in training therefore sees statistics over all ``B·T`` frames of the batch
+  instead of the original's ``B`` frames of one time step; at evaluation (running
+  statistics) the two are the same function.
+* Skips for frame t come from frame t−1 up to the last context frame, then from the last
+  context frame (``skip="last_context"``), as the SVG paper states. The original code
+  updates the skips only while ``i < n_past`` and so uses frame ``n_past − 2`` (the first
+  frame for BAIR's n_past = 2); the paper's rule is kept here.
 * Generation encodes the context in one call, then per predicted frame runs one decoder
   call and one encoder call on that frame (SVG feeds the encoding of the previous
   *generated* frame back), which is inherent to the model.
@@ -36,6 +40,7 @@ Recurrent state is explicit (:class:`SVGState`), noise comes from an explicit
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +71,7 @@ class SVGConfig(ComponentConfig):
 
     name: str = "svg"
     backbone: str = "vgg64"            # dcgan64 | vgg64
+    width: int = 64                    # dcgan64: channels of its first conv (doubling per layer); vgg64 is fixed at 64
     g_dim: int = 128                   # frame code size (encoder output, predictor output)
     z_dim: int = 64                    # latent size per frame
     rnn_size: int = 256                # hidden units of every LSTM
@@ -140,21 +146,21 @@ class SVG(SequenceVAE):
         return (rearrange(h, "(b t) g -> b t g", b=b),
                 [rearrange(s, "(b t) c h w -> b t c h w", b=b) for s in skips])
 
-    def decode(self, g: Tensor, skips: list[Tensor], skip_pos: Tensor) -> Tensor:
+    def decode(self, g: Tensor, skips: list[Tensor], skip_pos: Sequence[int] | None) -> Tensor:
         """All steps in one decoder call: ``g[B, S, g_dim]``, ``skips[B, K, ...]`` and
-        ``skip_pos[S]`` (the skip frame, 0..K−1, of each step) -> ``params[B, S, P, H, W]``.
+        ``skip_pos`` (the skip frame, 0..K−1, of each of the S steps; None: K = S, step s
+        uses frame s) -> ``params[B, S, P, H, W]``.
 
         The skip convolutions run on the ``B·K`` distinct skip maps only.
         """
-        b, s = g.shape[:2]
-        k = skips[0].shape[1]
+        b = g.shape[0]
         terms = self.decoder.skip_terms([rearrange(x, "b k c h w -> (b k) c h w") for x in skips])
-        index = (torch.arange(b, device=g.device)[:, None] * k + skip_pos.to(g.device)[None, :]).reshape(-1)
-        params = self.decoder(rearrange(g, "b s g -> (b s) g"), terms, index)
+        params = self.decoder(rearrange(g, "b s g -> (b s) g"), terms, skip_pos)
         return rearrange(params, "(b s) p h w -> b s p h w", b=b)
 
     def transition(self, h_prev: Tensor, state: SVGState, *, h_next: Tensor | None = None,
-                   actions: Tensor | None = None, generator: torch.Generator | None = None) -> tuple[Transition, SVGState]:
+                   actions: Tensor | None = None, generator: torch.Generator | None = None,
+                   noise: Tensor | None = None) -> tuple[Transition, SVGState]:
         """Run prior, posterior and predictor over ``S`` steps.
 
         Args:
@@ -163,30 +169,38 @@ class SVG(SequenceVAE):
             h_next: ``[B, S, g]`` codes of the true frames t: z_t is drawn from the
                 posterior (training, context warm-up); None: from the prior.
             actions: ``[B, S, A]`` actions a_{t−1} (only for action-conditioned models).
-            generator: source of the noise ε ``[B, S, z_dim]``, drawn in one call.
+            generator: source of the noise ε ``[B, S, z_dim]``, drawn in one call (None:
+                the global RNG).
+            noise: the noise ε ``[B, S, z_dim]`` itself (overrides ``generator``).
         Returns:
             the step outputs and the state after them.
         """
         b, s = h_prev.shape[:2]
         h_prev = h_prev.float()
         cond = [actions.float()] if self.action_dim else []
-        new = SVGState(predictor=state.predictor, prior=state.prior, posterior=state.posterior)
-        out = Transition(g=h_prev, z=None)
-        if self.prior is not None:
-            out.mu_p, out.logvar_p, new.prior = self.prior(torch.cat([h_prev, *cond], -1), state.prior)
-        if self.posterior is not None and h_next is not None:
-            out.mu_q, out.logvar_q, new.posterior = self.posterior(torch.cat([h_next.float(), *cond], -1), state.posterior)
+        mu_p = logvar_p = mu_q = logvar_q = z = None
+        prior_state, post_state = state.prior, state.posterior
+        if self.prior is not None:                                   # p(z_t | x_{1:t-1})
+            mu_p, logvar_p, prior_state = self.prior(torch.cat([h_prev, *cond], -1), state.prior)
+        if self.posterior is not None and h_next is not None:        # q(z_t | x_{1:t})
+            mu_q, logvar_q, post_state = self.posterior(torch.cat([h_next.float(), *cond], -1), state.posterior)
         if self.z_dim:
-            eps = torch.randn(b, s, self.z_dim, generator=generator, device=h_prev.device)
-            if out.mu_q is not None:
-                out.z = out.mu_q + torch.exp(0.5 * out.logvar_q) * eps
-            elif out.mu_p is not None:
-                out.z = out.mu_p + torch.exp(0.5 * out.logvar_p) * eps
-            else:  # SVG-FP: N(0, I)
-                out.z = eps
-        inputs = [h_prev] + ([out.z] if out.z is not None else []) + cond
-        out.g, new.predictor = self.predictor(torch.cat(inputs, -1), state.predictor)
-        return out, new
+            # drawn on the generator's device, so a CPU generator reproduces on any device
+            if noise is not None:
+                eps = noise.to(h_prev.device, torch.float32)
+            else:
+                eps = torch.randn(b, s, self.z_dim, generator=generator,
+                                  device=generator.device if generator is not None else h_prev.device).to(h_prev.device)
+            if mu_q is not None:
+                z = mu_q + torch.exp(0.5 * logvar_q) * eps
+            elif mu_p is not None:
+                z = mu_p + torch.exp(0.5 * logvar_p) * eps
+            else:                                                    # SVG-FP: N(0, I)
+                z = eps
+        inputs = [h_prev] + ([z] if z is not None else []) + cond
+        g, pred_state = self.predictor(torch.cat(inputs, -1), state.predictor)
+        return (Transition(g=g, z=z, mu_q=mu_q, logvar_q=logvar_q, mu_p=mu_p, logvar_p=logvar_p),
+                SVGState(predictor=pred_state, prior=prior_state, posterior=post_state))
 
     def kl(self, out: Transition) -> Tensor:
         """KL(q ‖ p) per step, summed over latent dims, float32: ``[B, S]``."""
@@ -196,12 +210,13 @@ class SVG(SequenceVAE):
             raise ValueError("the KL needs the posterior: call transition with h_next")
         return gaussian_kl(out.mu_q, out.logvar_q, out.mu_p, out.logvar_p).sum(-1)
 
-    def skip_positions(self, num_steps: int, n_context: int) -> Tensor:
+    def skip_positions(self, num_steps: int, n_context: int) -> list[int] | None:
         """Skip frame of each of the steps predicting frames 1..num_steps (teacher forcing):
-        frame t−1 while t−1 is a context frame, then the last context frame (SVG's rule), or
-        always frame t−1 with ``skip="last_frame"``."""
-        pos = torch.arange(num_steps)
-        return pos if self.skip == "last_frame" else pos.clamp(max=n_context - 1)
+        frame t−1 up to the last context frame, then the last context frame (SVG's rule as
+        the paper states it), or None (frame t−1 always) with ``skip="last_frame"``."""
+        if self.skip == "last_frame":
+            return None
+        return [min(t, n_context - 1) for t in range(num_steps)]
 
     # ---------------------------------------------------------------- training
     def _actions(self, actions: Tensor | None, needed: int, batch_size: int) -> Tensor | None:
@@ -214,8 +229,9 @@ class SVG(SequenceVAE):
             raise ValueError(f"expected actions [{batch_size}, >= {needed}, {self.action_dim}], got {tuple(actions.shape)}")
         return actions[:, :needed]
 
-    def _teacher_forced(self, batch: dict[str, Tensor], generator: torch.Generator | None) -> tuple[Tensor, Transition]:
-        """Posterior pass over a batch: ``(params[B, T-1, P, H, W], transition over T-1 steps)``."""
+    def teacher_forced(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> tuple[Tensor, Transition]:
+        """Posterior pass over a batch (true frames fed back, z_t from q): decoder
+        ``params[B, T-1, P, H, W]`` of frames 1..T−1 and the transition over those steps."""
         x = batch["frames"]
         if x.dim() != 5 or x.shape[1] < 2:
             raise ValueError(f"SVG needs frames [B, T >= 2, C, H, W], got {tuple(x.shape)}")
@@ -225,7 +241,7 @@ class SVG(SequenceVAE):
         out, _ = self.transition(h[:, :-1], self.init_state(b, x.device), h_next=h[:, 1:],
                                  actions=actions, generator=generator)             # (B, T-1, ·)
         pos = self.skip_positions(t - 1, self.n_past)
-        k = int(pos.max()) + 1
+        k = t - 1 if pos is None else max(pos) + 1                                 # skip frames used
         params = self.decode(out.g, [s[:, :k] for s in skips], pos)                # (B, T-1, P, H, W), one call
         return params, out
 
@@ -235,7 +251,7 @@ class SVG(SequenceVAE):
         ``generator`` supplies the posterior noise ε ``[B, T-1, z_dim]`` (one draw).
         """
         x = batch["frames"]
-        params, out = self._teacher_forced(batch, generator)
+        params, out = self.teacher_forced(batch, generator)
         b, t, c, hh, ww = x.shape
         nll = self.likelihood.nll(rearrange(params, "b s p h w -> (b s) p h w"),
                                   rearrange(x[:, 1:], "b s c h w -> (b s) c h w"))
@@ -246,21 +262,25 @@ class SVG(SequenceVAE):
     def reconstruct(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
         """Frame 0 copied, frames 1..T−1 decoded from posterior samples: ``[B, T, C, H, W]``."""
         x = batch["frames"]
-        params, _ = self._teacher_forced(batch, generator)
+        params, _ = self.teacher_forced(batch, generator)
         mean = self.likelihood.mean(rearrange(params, "b s p h w -> (b s) p h w"))
         return torch.cat([x[:, :1].float(), rearrange(mean, "(b s) c h w -> b s c h w", b=x.shape[0])], 1)
 
     # -------------------------------------------------------------- generation
     @torch.no_grad()
     def predict(self, context: Tensor, n_future: int, actions: Tensor | None = None,
-                generator: torch.Generator | None = None, sample_pixels: bool = False) -> Tensor:
+                generator: torch.Generator | None = None, sample_pixels: bool = False,
+                noise: Tensor | None = None) -> Tensor:
         """Roll the model forward from ``context[B, n_ctx, C, H, W]``: ``[B, n_future, C, H, W]``.
 
         The LSTMs are warmed up on the context with posterior latents (as SVG does), then
         each new z_t comes from the prior (learned, or N(0, I) for SVG-FP) and each frame
         is the head's mean (a pixel sample if ``sample_pixels``) fed back to the encoder.
         ``actions[B, >= n_ctx + n_future - 1, A]`` (a_t moves frame t to t+1) are used only
-        by action-conditioned models. All randomness comes from ``generator``.
+        by action-conditioned models. All randomness comes from ``generator``, or, for the
+        latents, from ``noise[B, n_ctx - 1 + n_future, z_dim]`` when given: each row's
+        rollout then depends on its own noise only, whatever else is in the batch (what
+        :mod:`seqvae.rollout` uses to make chunked and batched rollouts equal).
         """
         b, n_ctx = context.shape[:2]
         if context.dim() != 5 or n_ctx < 1:
@@ -272,14 +292,16 @@ class SVG(SequenceVAE):
         state = self.init_state(b, context.device)
         if n_ctx > 1:  # warm-up on the context, posterior latents
             _, state = self.transition(h[:, :-1], state, h_next=h[:, 1:],
-                                       actions=None if actions is None else actions[:, : n_ctx - 1], generator=generator)
+                                       actions=None if actions is None else actions[:, : n_ctx - 1], generator=generator,
+                                       noise=None if noise is None else noise[:, : n_ctx - 1])
         terms = self.decoder.skip_terms([s[:, -1] for s in skips])                # last context frame, (B, ·)
         h_prev = h[:, -1:]                                                         # (B, 1, g)
         frames = []
         for k in range(n_future):
             t = n_ctx + k  # index of the frame being predicted
             a = None if actions is None else actions[:, t - 1 : t]
-            out, state = self.transition(h_prev, state, actions=a, generator=generator)
+            step_noise = None if noise is None else noise[:, t - 1 : t]
+            out, state = self.transition(h_prev, state, actions=a, generator=generator, noise=step_noise)
             params = self.decoder(rearrange(out.g, "b 1 g -> b g"), terms)        # (B, P, H, W)
             frame = self.likelihood.sample(params, generator) if sample_pixels else self.likelihood.mean(params)
             frames.append(frame)
@@ -310,10 +332,17 @@ def build_svg(cfg: SVGConfig, head: LikelihoodHead, spec: DataSpec) -> SVG:
     if cfg.action_conditioned and spec.action_dim == 0:
         raise ValueError("model.action_conditioned=true but the data set has no actions (action_dim 0)")
     encoder_cls, decoder_cls = BACKBONES[cfg.backbone]
-    return SVG(
-        encoder_cls(cfg.g_dim, spec.channels), decoder_cls(cfg.g_dim, head.num_params(spec.channels)), head,
+    widths = {}
+    if cfg.backbone == "dcgan64":
+        widths = {"nf": cfg.width}
+    elif cfg.width != 64:
+        raise ValueError(f"model.width applies to dcgan64 only (vgg64 has the original fixed widths), got {cfg.width}")
+    model = SVG(
+        encoder_cls(cfg.g_dim, spec.channels, **widths), decoder_cls(cfg.g_dim, head.num_params(spec.channels), **widths), head,
         channels=spec.channels, g_dim=cfg.g_dim, z_dim=cfg.z_dim, rnn_size=cfg.rnn_size,
         predictor_layers=cfg.predictor_layers, prior_layers=cfg.prior_layers,
         posterior_layers=cfg.posterior_layers, n_past=cfg.n_past, n_future=cfg.n_future, n_eval=cfg.n_eval,
         prior=cfg.prior, action_dim=spec.action_dim if cfg.action_conditioned else 0, skip=cfg.skip,
     )
+    model.spec = spec  # frame shape the model was built for (checked against the data)
+    return model

@@ -16,6 +16,8 @@ shared by many decoded frames is transformed once.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -55,7 +57,7 @@ class DCGANEncoder64(nn.Module):
 
 
 class DCGANDecoder64(nn.Module):
-    """``(g[N, g_dim], skip terms, index) -> params[N, out_channels, 64, 64]`` (no activation).
+    """``(g[B·S, g_dim], skip terms, skip_pos) -> params[B·S, out_channels, 64, 64]`` (no activation).
 
     Same calling convention as :class:`seqvae.nets.vgg64.VGGDecoder64`.
     """
@@ -74,10 +76,10 @@ class DCGANDecoder64(nn.Module):
         """Each skip block's transposed conv applied to its skip map (deepest first)."""
         return [skip_term(block[0], s) for block, s in zip(self._skip_blocks, reversed(skips))]
 
-    def forward(self, g: Tensor, terms: list[Tensor], index: Tensor | None = None) -> Tensor:
+    def forward(self, g: Tensor, terms: list[Tensor], skip_pos: Sequence[int] | None = None) -> Tensor:
         x = rearrange(g, "n g -> n g 1 1")
         x = to_param_format(x, self.upc1[0].weight)
         x = self.upc1(x)                                   # (N, 512, 4, 4)
         for block, term in zip(self._skip_blocks, terms):
-            x = block[1:](conv_cat(block[0], x, term, index))
+            x = block[1:](conv_cat(block[0], x, term, skip_pos))
         return x                                           # (N, P, 64, 64)

@@ -21,6 +21,8 @@ once per frame — same weights, same function, less work.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -48,23 +50,31 @@ def skip_term(conv: nn.Conv2d | nn.ConvTranspose2d, skip: Tensor) -> Tensor:
     return F.conv2d(skip, w, None, conv.stride, conv.padding)
 
 
-def conv_cat(conv: nn.Conv2d | nn.ConvTranspose2d, x: Tensor, term: Tensor, index: Tensor | None) -> Tensor:
-    """``conv(cat([x, skip[index]], 1))`` given ``term = skip_term(conv, skip)``.
+def conv_cat(conv: nn.Conv2d | nn.ConvTranspose2d, x: Tensor, term: Tensor, skip_pos: Sequence[int] | None) -> Tensor:
+    """``conv(cat([x, skip_rows], 1))`` given ``term = skip_term(conv, skip)``.
 
     Convolution is linear in its input channels, so the concatenation splits into
-    ``conv_x(x) + bias + conv_skip(skip)``; the skip part is computed once per distinct
-    skip map (``term[M, ...]``) and gathered by ``index[N]`` (None: ``M == N``, row i to row i).
+    ``conv_x(x) + bias + conv_skip(skip)``, and the skip part is computed once per distinct
+    skip map. Rows are ``(b s)``: ``x[B·S, ...]``, ``term[B·K, ...]``; step ``s`` of
+    sequence ``b`` uses skip row ``b·K + skip_pos[s]`` (``skip_pos=None``: ``K = S``, row to row).
     """
     cx = x.shape[1]
     if isinstance(conv, nn.ConvTranspose2d):
-        w = conv.weight[:cx]
-        y = F.conv_transpose2d(x, w, conv.bias, conv.stride, conv.padding, conv.output_padding)
+        y = F.conv_transpose2d(x, conv.weight[:cx], conv.bias, conv.stride, conv.padding, conv.output_padding)
     else:
-        w = conv.weight[:, :cx]
-        y = F.conv2d(x, w, conv.bias, conv.stride, conv.padding)
-    if index is not None:
-        term = term.index_select(0, index)
-    return y + term
+        y = F.conv2d(x, conv.weight[:, :cx], conv.bias, conv.stride, conv.padding)
+    if skip_pos is None:
+        return y + term
+    s = len(skip_pos)
+    ys = rearrange(y, "(b s) c h w -> b s c h w", s=s)
+    ts = rearrange(term, "(b k) c h w -> b k c h w", b=ys.shape[0])
+    start = 0
+    for stop in range(1, s + 1):  # add each run of steps sharing a skip map by broadcasting
+        if stop == s or skip_pos[stop] != skip_pos[start]:
+            p = skip_pos[start]
+            ys[:, start:stop] += ts[:, p : p + 1]
+            start = stop
+    return y
 
 
 def vgg_layer(c_in: int, c_out: int) -> nn.Sequential:
@@ -96,11 +106,12 @@ class VGGEncoder64(nn.Module):
 
 
 class VGGDecoder64(nn.Module):
-    """``(g[N, g_dim], skip terms, index) -> params[N, out_channels, 64, 64]`` (no activation).
+    """``(g[B·S, g_dim], skip terms, skip_pos) -> params[B·S, out_channels, 64, 64]`` (no activation).
 
-    Call :meth:`skip_terms` on the skip maps ``[M, ...]`` (from :class:`VGGEncoder64`)
-    once, then :meth:`forward` with ``index[N]`` naming each output's skip row (None when
-    ``M == N``). ``decoder(g, decoder.skip_terms(skips))`` is SVG's decoder exactly.
+    Call :meth:`skip_terms` once on the skip maps ``[B·K, ...]`` (from :class:`VGGEncoder64`),
+    then :meth:`forward` with ``skip_pos[S]`` naming the skip map (0..K−1) of each step
+    (None when ``K = S``, one map per output). ``decoder(g, decoder.skip_terms(skips))`` is
+    SVG's decoder exactly.
     """
 
     def __init__(self, g_dim: int, out_channels: int) -> None:
@@ -118,13 +129,13 @@ class VGGDecoder64(nn.Module):
         """Each skip block's first conv applied to its skip map (deepest first): ``[M, c, s, s]``."""
         return [skip_term(block[0][0], s) for block, s in zip(self._skip_blocks, reversed(skips))]
 
-    def forward(self, g: Tensor, terms: list[Tensor], index: Tensor | None = None) -> Tensor:
+    def forward(self, g: Tensor, terms: list[Tensor], skip_pos: Sequence[int] | None = None) -> Tensor:
         x = rearrange(g, "n g -> n g 1 1")
         x = to_param_format(x, self.upc1[0].weight)
         x = self.upc1(x)                                              # (N, 512, 4, 4)
         for block, term in zip(self._skip_blocks, terms):
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")    # ×2
             first = block[0]
-            x = first[2](first[1](conv_cat(first[0], x, term, index)))
+            x = first[2](first[1](conv_cat(first[0], x, term, skip_pos)))
             x = block[1:](x)
         return x                                                      # (N, P, 64, 64)
