@@ -73,6 +73,11 @@ def video_metrics(model, dataset, args: argparse.Namespace, device: torch.device
     result = evaluate_video(model, dataset, n_samples=args.samples, n_sequences=args.sequences, device=device,
                             dtype=dtype, lpips=lpips, out_dir=out_dir)
     summary = result.summary()
+    if args.fid:
+        from seqvae.video_eval import video_fid
+
+        summary["fid"] = video_fid(model, dataset, n_sequences=args.sequences, device=device, dtype=dtype,
+                                   weights_path=args.inception_weights or None)
     print(f"best of {args.samples} samples over {result.curves['psnr'].shape[0]} sequences: "
           + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
     print(f"per-timestep curves (CSV, PNG): {out_dir}")
@@ -126,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequences", type=int, default=256, help="video models: test sequences for the frame metrics")
     p.add_argument("--lpips", action="store_true", help="video models: also compute LPIPS (needs AlexNet weights)")
     p.add_argument("--lpips-weights", default="", help="local AlexNet state_dict for LPIPS (no download)")
+    p.add_argument("--fid", action="store_true", help="video models: per-frame FID of predicted frames (needs Inception weights)")
+    p.add_argument("--inception-weights", default="", help="local Inception weights file for FID (no download)")
     p.add_argument("--out-dir", default="", help="video models: where curves (CSV/PNG) go (default: next to the checkpoint)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -102,3 +102,32 @@ def evaluate_video(model, dataset: Dataset, *, n_samples: int = 100, n_sequences
     if out_dir is not None:
         save_curves(result.curves, out_dir, x_offset=n_ctx)
     return result
+
+
+@torch.no_grad()
+def video_fid(model, dataset: Dataset, *, n_sequences: int = 256, batch_size: int = 8, device: torch.device,
+              dtype: torch.dtype | None = None, weights_path: str | None = None, seed: int = 0) -> float:
+    """Per-frame FID (the paper's BAIR column): every predicted frame of one prior sample
+    per test sequence against the true frames at the same time steps."""
+    from seqvae.fid import compute_fid
+
+    model.eval()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    fake, real = [], []
+    seen = 0
+    for batch in eval_loader(dataset, batch_size):
+        if seen >= n_sequences:
+            break
+        batch = batch_to_device(batch, device)
+        frames = batch["frames"][: n_sequences - seen]
+        n_ctx = model.n_past
+        n_future = min(model.n_eval, frames.shape[1] - n_ctx)
+        actions = batch.get("actions")
+        with amp.autocast(device, dtype):
+            pred = model.predict(frames[:, :n_ctx], n_future, None if actions is None else actions[: frames.shape[0]],
+                                 generator=generator)
+        to_uint8 = lambda x: (x.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()  # noqa: E731
+        fake.append(to_uint8(rearrange(pred, "b t c h w -> (b t) c h w")))
+        real.append(to_uint8(rearrange(frames[:, n_ctx:n_ctx + n_future], "b t c h w -> (b t) c h w")))
+        seen += frames.shape[0]
+    return compute_fid(torch.cat(fake), torch.cat(real), weights_path=weights_path, device=device)
