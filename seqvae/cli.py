@@ -107,7 +107,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from seqvae.demo import run_demo
 
-    run_demo(minutes=args.minutes, out_dir=args.out_dir)
+    run_demo(minutes=args.minutes, out_dir=args.out_dir, overrides=tuple(args.overrides))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train on the embedded default data, sample, render an MP4")
     p.add_argument("--minutes", type=float, default=10.0, help="training time budget")
     p.add_argument("--out-dir", default="runs/demo")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of configs/demo/svg_pusher.yaml")
     p.set_defaults(func=cmd_demo)
     return parser
 
