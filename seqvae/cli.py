@@ -4,6 +4,8 @@
     seqvae eval CKPT [--split test] [--batches N] [key=value ...]
     seqvae sample CKPT [--num N] [--seed S] [--out FILE]
     seqvae demo [--minutes M]
+    seqvae analyze CKPT                     (rate, MI, marginal KL, FID)
+    seqvae rollout CKPT / plan / render     (see seqvae.plan_cli)
 
 Under ``torchrun --nproc_per_node=N -m seqvae.cli train ...`` training runs with DDP.
 Errors a user can fix (bad config, missing data, corrupt checkpoint) print one clear
@@ -148,8 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     from seqvae.analysis import add_analyze_parser
+    from seqvae.plan_cli import add_parsers as add_planning_parsers
 
     add_analyze_parser(sub)
+    add_planning_parsers(sub)  # rollout, plan, render
 
     p = sub.add_parser("demo", help="train on the embedded default data, sample, render an MP4")
     p.add_argument("--minutes", type=float, default=10.0, help="training time budget")

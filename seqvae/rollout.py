@@ -1,0 +1,236 @@
+"""Batched conditional rollouts of a video predictor: the workhorse of planning.
+
+Given what the camera saw (``context[B, n_ctx, C, H, W]``) and ``K`` candidate action
+sequences per batch row (``actions[B, K, horizon, A]``), draw ``S`` futures of each
+candidate from the model's learned prior (SVG-LP, Denton & Fergus 2018, §3: the LSTMs
+are warmed up on the context with posterior latents, then every new latent comes from
+the prior) and, optionally, score them with a cost function — the inner loop of visual
+MPC (Finn & Levine 2017, "Deep visual foresight").
+
+All ``B·K·S`` rollouts run as one batched pass (in chunks that fit a memory budget),
+without gradients, in eval mode (BatchNorm with running statistics, so rows do not
+influence each other) and under autocast on a GPU.
+
+Common random numbers
+---------------------
+The latent noise is drawn up front from the ``generator`` as ``[B, S, n_ctx - 1 +
+horizon, z_dim]`` and SHARED by the ``K`` candidates: candidates ``k`` and ``k'`` of the
+same ``(b, s)`` see the same noise. Cost differences between candidates then reflect the
+actions, not the luck of the draw, and — since with explicit noise each row of
+:meth:`SVG.predict` depends on its own row only — a call with ``K`` candidates returns
+exactly what ``K`` separate calls (same seed) return, and chunking does not change the
+result (up to the convolution kernels the backend picks per batch size).
+
+Actions
+-------
+``actions[b, k, j]`` moves frame ``n_ctx - 1 + j`` to frame ``n_ctx + j`` (the first one
+acts on the last context frame). An action-conditioned model also needs the actions that
+led through the context, ``context_actions[B, n_ctx - 1, A]`` (``context_actions[:, t]``
+moved context frame ``t`` to ``t + 1``); they default to zeros, which is right when the
+scene was still (e.g. the first frame repeated) and only an approximation otherwise —
+pass the real ones when you have them. Action-free models take ``actions=None`` and an
+explicit ``horizon`` (one "candidate", K = 1).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+from seqvae import amp
+
+# cost_fn(frames[n, horizon, C, H, W] float in [0, 1], index[n, 3] long: (b, k, s) of each row) -> costs[n]
+CostFn = Callable[[Tensor, Tensor], Tensor]
+
+DEFAULT_CPU_BUDGET = 2 << 30      # bytes of working memory for auto-chunking on CPU
+GPU_BUDGET_FRACTION = 0.5         # ... and this share of the free memory on a GPU
+
+
+@dataclass
+class RolloutResult:
+    """What :func:`rollout` returns.
+
+    Attributes:
+        frames: predicted frames ``[B, K, S, horizon, C, H, W]`` float32 in [0, 1]
+            (None with ``return_frames=False``).
+        costs: ``cost_fn`` of every rollout ``[B, K, S]`` float32 (None without a cost_fn).
+        noise: the latent noise used, ``[B, S, n_ctx - 1 + horizon, z_dim]`` (shared by
+            the K candidates; None for a deterministic model).
+    """
+
+    frames: Tensor | None
+    costs: Tensor | None
+    noise: Tensor | None = None
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block and restore its previous mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def row_bytes(model: nn.Module, frame_shape: tuple[int, int, int], horizon: int, keep_frames: bool) -> int:
+    """Rough working memory of one rollout row in bytes (float32 activations).
+
+    Probes the encoder with one blank frame and counts its feature maps: a decoder step
+    holds about as many again, plus transients; the kept context skip terms and the
+    predicted frames (when returned) come on top.
+    """
+    param = next(model.parameters())
+    with torch.no_grad(), eval_mode(model):
+        _, skips = model.encoder(torch.zeros(1, *frame_shape, device=param.device, dtype=param.dtype))
+    features = sum(s.numel() for s in skips)
+    frame = frame_shape[0] * frame_shape[1] * frame_shape[2]
+    per_row = 8 * features + 4 * frame
+    if keep_frames:
+        per_row += horizon * frame
+    return 4 * per_row
+
+
+def auto_max_batch(model: nn.Module, frame_shape: tuple[int, int, int], horizon: int, device: torch.device,
+                   keep_frames: bool, budget_bytes: int | None = None) -> int:
+    """Rows per chunk that fit ``budget_bytes`` (default: 2 GiB on CPU, half the free GPU memory)."""
+    if budget_bytes is None:
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            budget_bytes = int(free * GPU_BUDGET_FRACTION)
+        else:
+            budget_bytes = DEFAULT_CPU_BUDGET
+    return max(1, budget_bytes // row_bytes(model, frame_shape, horizon, keep_frames))
+
+
+def _check_inputs(model: nn.Module, context: Tensor, actions: Tensor | None, horizon: int | None,
+                  context_actions: Tensor | None, num_samples: int) -> tuple[int, int, int]:
+    """Validate shapes; return ``(K, horizon, action_dim)``."""
+    if context.dim() != 5:
+        raise ValueError(f"context must be [B, n_ctx, C, H, W], got shape {tuple(context.shape)}")
+    b, n_ctx = context.shape[:2]
+    if b < 1 or n_ctx < 1:
+        raise ValueError(f"context needs at least one sequence and one frame, got shape {tuple(context.shape)}")
+    spec = getattr(model, "spec", None)
+    if spec is not None and tuple(context.shape[2:]) != (spec.channels, spec.height, spec.width):
+        raise ValueError(f"context frames are {tuple(context.shape[2:])} but the model was built for "
+                         f"{(spec.channels, spec.height, spec.width)} (C, H, W)")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    a_dim = int(getattr(model, "action_dim", 0))
+    if a_dim == 0:
+        if actions is not None:
+            raise ValueError("this model is not action-conditioned: pass actions=None and horizon=N "
+                             "(it predicts one stochastic future per sample)")
+        if context_actions is not None:
+            raise ValueError("this model is not action-conditioned: context_actions must be None")
+        if horizon is None or horizon < 1:
+            raise ValueError(f"an action-free model needs horizon >= 1, got {horizon}")
+        return 1, horizon, 0
+    if actions is None:
+        raise ValueError(f"this model is action-conditioned (action_dim {a_dim}): pass actions [B, K, horizon, {a_dim}]")
+    if actions.dim() != 4 or actions.shape[0] != b or actions.shape[-1] != a_dim or actions.shape[1] < 1 \
+            or actions.shape[2] < 1:
+        raise ValueError(f"actions must be [B={b}, K, horizon, A={a_dim}] with K, horizon >= 1, "
+                         f"got shape {tuple(actions.shape)}")
+    if horizon is not None and horizon != actions.shape[2]:
+        raise ValueError(f"horizon={horizon} but the actions cover {actions.shape[2]} steps")
+    if context_actions is not None and tuple(context_actions.shape) != (b, n_ctx - 1, a_dim):
+        raise ValueError(f"context_actions must be [B={b}, n_ctx - 1={n_ctx - 1}, A={a_dim}], "
+                         f"got shape {tuple(context_actions.shape)}")
+    return actions.shape[1], actions.shape[2], a_dim
+
+
+@torch.no_grad()
+def rollout(model: nn.Module, context: Tensor, actions: Tensor | None = None, num_samples: int = 1, *,
+            generator: torch.Generator | None, horizon: int | None = None, context_actions: Tensor | None = None,
+            cost_fn: CostFn | None = None, max_batch: int | None = None, return_frames: bool = True,
+            precision: str = "auto", memory_budget: int | None = None) -> RolloutResult:
+    """Sample ``num_samples`` futures for each of ``K`` candidate action sequences.
+
+    Args:
+        model: a video predictor with SVG's ``predict(context, n_future, actions, noise=...)``,
+            ``z_dim`` and ``action_dim`` (e.g. :class:`seqvae.models.svg.SVG`).
+        context: observed frames ``[B, n_ctx, C, H, W]``, float in [0, 1] or uint8.
+        actions: candidates ``[B, K, horizon, A]`` (``actions[:, :, 0]`` acts on the last
+            context frame); None for an action-free model (then K = 1).
+        num_samples: ``S`` futures per candidate (latent samples from the prior).
+        generator: source of all the randomness (None: the global RNG). The noise is
+            drawn on the generator's device, so a CPU generator reproduces on any device.
+        horizon: predicted frames; required without actions, else taken from them.
+        context_actions: ``[B, n_ctx - 1, A]`` actions that led through the context
+            (default zeros: a still scene); only for action-conditioned models.
+        cost_fn: ``cost_fn(frames[n, horizon, C, H, W], index[n, 3]) -> [n]``, applied
+            chunk by chunk (so frames need not be kept); ``index`` holds each rollout's
+            ``(b, k, s)``: its context row (e.g. for per-row goals), candidate and sample.
+        max_batch: rollouts per model call (None: chosen to fit ``memory_budget``).
+        return_frames: keep the predicted frames (``False`` saves memory when only the
+            costs are needed, as in planning).
+        precision: ``auto`` (bf16/fp16 autocast on a GPU, fp32 on CPU), ``fp32``,
+            ``bf16`` or ``fp16`` (GPU only); see :mod:`seqvae.amp`.
+        memory_budget: bytes for auto-chunking (default 2 GiB on CPU, half the free GPU memory).
+    Returns:
+        :class:`RolloutResult` with ``frames [B, K, S, horizon, C, H, W]`` and ``costs [B, K, S]``.
+    """
+    k, horizon, a_dim = _check_inputs(model, context, actions, horizon, context_actions, num_samples)
+    device = context.device
+    param = next(model.parameters(), None)
+    if param is not None and param.device != device:
+        raise ValueError(f"the context is on {device} but the model is on {param.device}; move one of them")
+    b, n_ctx = context.shape[:2]
+    s = num_samples
+    frame_shape = tuple(context.shape[2:])
+    ctx = context.float() / 255.0 if context.dtype == torch.uint8 else context.float()
+    dtype = amp.resolve(precision, device)
+
+    # Latent noise for all rollouts, drawn once and shared by the K candidates.
+    z_dim = int(getattr(model, "z_dim", 0))
+    noise = None
+    if z_dim:
+        gen_device = generator.device if generator is not None else device
+        noise = torch.randn(b, s, n_ctx - 1 + horizon, z_dim, generator=generator, device=gen_device).to(device)
+
+    # Full action sequences per candidate: the context's, then the candidate's.
+    full_actions = None
+    if a_dim:
+        ca = context_actions if context_actions is not None else ctx.new_zeros(b, n_ctx - 1, a_dim)
+        ca = repeat(ca.to(device, torch.float32), "b t a -> b k t a", k=k)
+        full_actions = torch.cat([ca, actions.to(device, torch.float32)], dim=2)   # (B, K, n_ctx-1+horizon, A)
+
+    n_rows = b * k * s
+    if max_batch is None:
+        max_batch = auto_max_batch(model, frame_shape, horizon, device, return_frames, memory_budget)
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+
+    # Row r = ((b·K) + k)·S + s; rows are gathered per chunk (no B·K·S copies of the context).
+    frames_out = torch.empty(n_rows, horizon, *frame_shape, device=device) if return_frames else None
+    costs_out = torch.empty(n_rows, device=device) if cost_fn is not None else None
+    with eval_mode(model):
+        for lo in range(0, n_rows, max_batch):
+            rows = torch.arange(lo, min(n_rows, lo + max_batch), device=device)
+            bi, ki, si = rows // (k * s), (rows // s) % k, rows % s
+            chunk_actions = None if full_actions is None else full_actions[bi, ki]
+            chunk_noise = None if noise is None else noise[bi, si]
+            with amp.autocast(device, dtype):
+                pred = model.predict(ctx[bi], horizon, chunk_actions, generator=generator, noise=chunk_noise)
+            pred = pred.float().clamp_(0.0, 1.0)                                 # (n, horizon, C, H, W)
+            if frames_out is not None:
+                frames_out[rows] = pred
+            if costs_out is not None:
+                c = cost_fn(pred, torch.stack([bi, ki, si], 1))
+                if not isinstance(c, Tensor) or c.shape != (rows.numel(),):
+                    got = tuple(c.shape) if isinstance(c, Tensor) else type(c).__name__
+                    raise ValueError(f"cost_fn must return a tensor [n={rows.numel()}] (one cost per rollout), got {got}")
+                costs_out[rows] = c.float().to(device)
+    frames = None
+    if frames_out is not None:
+        frames = rearrange(frames_out, "(b k s) t c h w -> b k s t c h w", b=b, k=k)
+    costs = None if costs_out is None else rearrange(costs_out, "(b k s) -> b k s", b=b, k=k)
+    return RolloutResult(frames=frames, costs=costs, noise=noise)
