@@ -240,7 +240,9 @@ def cmd_plan(args: argparse.Namespace) -> dict:
 def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``seqvae plan`` / ``tools/plan_pusher.py``."""
     p.add_argument("--checkpoint", default="", help="action-conditioned SVG trained on 'pusher' (run folder or .pt)")
-    p.add_argument("--methods", default="random,true_sim,learned", help="comma-separated: random, true_sim, learned")
+    p.add_argument("--methods", default="random,true_sim,learned",
+                   help="comma-separated: random, true_sim, sim_frames (a perfect video model with the learned "
+                        "model's frame cost), learned")
     p.add_argument("--episodes", type=int, default=50, help="episodes per method (the same ones for every method)")
     p.add_argument("--steps", type=int, default=40, help="environment steps per episode")
     p.add_argument("--horizon", type=int, default=10, help="CEM planning horizon (steps)")

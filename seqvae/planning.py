@@ -396,7 +396,7 @@ class LearnedModel:
         self.cost = cost or PushCostConfig()
         self.precision, self.max_batch = precision, max_batch
         self.n_ctx = int(getattr(model, "n_past", 2))
-        self.device = next(model.parameters()).device
+        self.device = next(iter([*model.parameters(), *model.buffers()]), torch.zeros(0)).device
         self.generator = torch.Generator(device="cpu")          # planning rollouts
         self.preview_generator = torch.Generator(device="cpu")  # previews (do not disturb planning's stream)
         self.frames: list[Tensor] = []
@@ -407,6 +407,8 @@ class LearnedModel:
         self.color = state.object_color[0, 0].to(self.device)
         self.generator.manual_seed(self.seed if seed is None else seed)
         self.preview_generator.manual_seed(self.seed if seed is None else seed)
+        if isinstance(self.model, SimulatorVideoModel):
+            self.model.set_state(state)
         first = self._camera(state)
         self.frames = [first] * self.n_ctx
         self.actions = [torch.zeros(self.model.action_dim, device=self.device)] * (self.n_ctx - 1)
@@ -423,6 +425,8 @@ class LearnedModel:
         self.gripper_prior = locate_color(last, inner, self.cost.gripper_temperature, window=self.cost.window)[0]
 
     def observe(self, state: PusherState, action: Tensor) -> None:
+        if isinstance(self.model, SimulatorVideoModel):
+            self.model.set_state(state)
         self.frames = (self.frames + [self._camera(state)])[-self.n_ctx:]
         self.actions = (self.actions + [action.to(self.device, torch.float32)])[-(self.n_ctx - 1):] if self.n_ctx > 1 else []
         self._update_priors()
@@ -452,6 +456,37 @@ class LearnedModel:
         out = rollout(self.model, ctx, actions[None, None].to(self.device), 1, generator=self.preview_generator,
                       context_actions=acts, precision=self.precision)
         return out.frames[0, 0, 0]
+
+
+class SimulatorVideoModel(nn.Module):
+    """A perfect action-conditioned video predictor: renders what the simulator does.
+
+    Plugged into :class:`LearnedModel` (which keeps it told of the true state), it runs the
+    learned-model planning path — rollouts of frames, the colour-tracker cost, CEM —
+    with perfect predictions, separating what the frame-based cost and planner can do
+    from what a trained model gets right. It ignores the context frames and latents.
+    """
+
+    def __init__(self, sim: PusherSim, n_past: int = 2) -> None:
+        super().__init__()
+        self.sim, self.n_past, self.action_dim, self.z_dim = sim, n_past, 2, 0
+        self.register_buffer("_device_anchor", torch.zeros(1))   # gives rollout a device to check
+        self.state: PusherState | None = None
+
+    def set_state(self, state: PusherState) -> None:
+        """The true state at the last context frame."""
+        self.state = state
+
+    @torch.no_grad()
+    def predict(self, context: Tensor, n_future: int, actions: Tensor | None = None,
+                generator: torch.Generator | None = None, sample_pixels: bool = False,
+                noise: Tensor | None = None) -> Tensor:
+        """Frames ``[B, n_future, 3, H, W]`` after ``actions[:, n_ctx - 1:]`` from the known state."""
+        if self.state is None:
+            raise ValueError("SimulatorVideoModel needs set_state(state) before predicting")
+        b, n_ctx = context.shape[:2]
+        frames, _ = self.sim.rollout(self.state.repeat(b), actions[:, n_ctx - 1:n_ctx - 1 + n_future].float())
+        return frames[:, 1:].float().to(context.device) / 255.0
 
 
 # ----------------------------------------------------------------------- the MPC loop
@@ -541,7 +576,7 @@ def run_mpc_episode(sim: PusherSim, state: PusherState, goal: Tensor, planner: P
 
 # ------------------------------------------------------------------------ evaluation
 
-METHODS = ("random", "true_sim", "learned")
+METHODS = ("random", "true_sim", "sim_frames", "learned")
 
 
 def episode_start(sim: PusherSim, seed: int, index: int) -> tuple[PusherState, Tensor]:
@@ -590,8 +625,10 @@ def evaluate_pusher(cfg: PlanEvalConfig, model: nn.Module | None = None, sim: Pu
     """Closed-loop "push object 0 to the goal" over ``cfg.episodes`` fixed episodes per method.
 
     Methods: ``random`` (uniform random actions), ``true_sim`` (CEM with the simulator as
-    the model), ``learned`` (CEM with ``model``, an action-conditioned SVG trained on
-    ``pusher``). Returns ``{"config", "threshold", "methods": {name: summary + per-episode
+    the model, costs from the true state), ``sim_frames`` (CEM with the simulator's
+    rendered frames as a perfect video model, costs from the colour tracker: the learned
+    path with perfect predictions), ``learned`` (CEM with ``model``, an action-conditioned
+    SVG trained on ``pusher``). Returns ``{"config", "threshold", "methods": {name: summary + per-episode
     final distances + seconds}}``; with ``out_dir`` also writes ``results.json``,
     ``results.md`` and MP4s of the first ``cfg.render_episodes`` episodes.
     """
@@ -608,6 +645,8 @@ def evaluate_pusher(cfg: PlanEvalConfig, model: nn.Module | None = None, sim: Pu
             backends[name] = None
         elif name == "true_sim":
             backends[name] = TrueSimulatorModel(sim, cfg.cost)
+        elif name == "sim_frames":
+            backends[name] = LearnedModel(SimulatorVideoModel(sim), sim, seed=cfg.seed, cost=cfg.cost)
         else:
             backends[name] = LearnedModel(model, sim, samples=cfg.samples, seed=cfg.seed, cost=cfg.cost,
                                           precision=cfg.precision)
@@ -651,7 +690,8 @@ def results_markdown(results: dict[str, Any]) -> str:
     lines = [f"| method | episodes | success (final distance < {thr:.2f}) | mean final distance | "
              f"median final distance | s / episode |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    labels = {"random": "random actions", "true_sim": "CEM + true simulator", "learned": "CEM + learned SVG-LP"}
+    labels = {"random": "random actions", "true_sim": "CEM + true simulator (state cost)",
+              "sim_frames": "CEM + simulator frames (tracker cost)", "learned": "CEM + learned SVG-LP (tracker cost)"}
     for name, s in results["methods"].items():
         lines.append(f"| {labels.get(name, name)} | {s['episodes']} | {s['success_rate']:.0%} | "
                      f"{s['mean_final_distance']:.3f} | {s['median_final_distance']:.3f} | {s['seconds_per_episode']:.1f} |")

@@ -84,13 +84,18 @@ def row_bytes(model: nn.Module, frame_shape: tuple[int, int, int], horizon: int,
 
     Probes the encoder with one blank frame and counts its feature maps: a decoder step
     holds about as many again, plus transients; the kept context skip terms and the
-    predicted frames (when returned) come on top.
+    predicted frames (when returned) come on top. A model without an ``encoder`` is
+    assumed to hold four frames' worth of features.
     """
-    param = next(model.parameters())
-    with torch.no_grad(), eval_mode(model):
-        _, skips = model.encoder(torch.zeros(1, *frame_shape, device=param.device, dtype=param.dtype))
-    features = sum(s.numel() for s in skips)
     frame = frame_shape[0] * frame_shape[1] * frame_shape[2]
+    encoder = getattr(model, "encoder", None)
+    if encoder is None:          # not an SVG-like model: assume a few frames' worth of activations
+        features = 4 * frame
+    else:
+        param = next(encoder.parameters())
+        with torch.no_grad(), eval_mode(model):
+            _, skips = encoder(torch.zeros(1, *frame_shape, device=param.device, dtype=param.dtype))
+        features = sum(s.numel() for s in skips)
     per_row = 8 * features + 4 * frame
     if keep_frames:
         per_row += horizon * frame
