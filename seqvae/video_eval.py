@@ -57,6 +57,26 @@ class VideoResult:
         return {f"{name}_mean": float(curve.mean()) for name, curve in self.curves.items()}
 
 
+def eval_sequences(model, dataset: Dataset, n_sequences: int, batch_size: int, device: torch.device):
+    """Yield ``(frames [b, T, C, H, W], actions [b, T, A] | None, n_future)`` for the first
+    ``n_sequences`` sequences of an evaluation split, on ``device``."""
+    n_ctx = model.n_past
+    seen = 0
+    for batch in eval_loader(dataset, batch_size):
+        if seen >= n_sequences:
+            return
+        batch = batch_to_device(batch, device)
+        frames = batch["frames"][: n_sequences - seen]
+        n_future = min(model.n_eval, frames.shape[1] - n_ctx)
+        if n_future < 1:
+            raise ValueError(f"test sequences have {frames.shape[1]} frames; need more than the {n_ctx} context frames")
+        actions = batch.get("actions")
+        yield frames, None if actions is None else actions[: frames.shape[0]], n_future
+        seen += frames.shape[0]
+    if seen == 0:
+        raise ValueError("the evaluation split is empty")
+
+
 @torch.no_grad()
 def evaluate_video(model, dataset: Dataset, *, n_samples: int = 100, n_sequences: int = 256, batch_size: int = 8,
                    device: torch.device, dtype: torch.dtype | None = None, lpips=None,
@@ -67,19 +87,8 @@ def evaluate_video(model, dataset: Dataset, *, n_samples: int = 100, n_sequences
     generator = torch.Generator(device=device).manual_seed(seed)
     collected: dict[str, list[Tensor]] = {}
     best_index = []
-    seen = 0
-    for batch in eval_loader(dataset, batch_size):
-        if seen >= n_sequences:
-            break
-        batch = batch_to_device(batch, device)
-        frames = batch["frames"][: n_sequences - seen]
-        n_future = min(model.n_eval, frames.shape[1] - n_ctx)
-        if n_future < 1:
-            raise ValueError(f"test sequences have {frames.shape[1]} frames; need more than the {n_ctx} context frames")
+    for frames, actions, n_future in eval_sequences(model, dataset, n_sequences, batch_size, device):
         truth = frames[:, n_ctx:n_ctx + n_future]
-        actions = batch.get("actions")
-        if actions is not None:
-            actions = actions[: frames.shape[0]]
         with amp.autocast(device, dtype):
             samples = sample_futures(model, frames[:, :n_ctx], n_future, n_samples, actions, generator)
         samples = samples.clamp(0, 1)
@@ -95,9 +104,6 @@ def evaluate_video(model, dataset: Dataset, *, n_samples: int = 100, n_sequences
         last = repeat(frames[:, n_ctx - 1], "b c h w -> b t c h w", t=n_future)
         collected.setdefault("copy_last_psnr", []).append(psnr(last, truth, max_db=MAX_DB).cpu())
         collected.setdefault("copy_last_ssim", []).append(ssim(last, truth).cpu())
-        seen += frames.shape[0]
-    if seen == 0:
-        raise ValueError("the evaluation split is empty")
     result = VideoResult({k: torch.cat(v) for k, v in collected.items()}, torch.cat(best_index))
     if out_dir is not None:
         save_curves(result.curves, out_dir, x_offset=n_ctx)
@@ -114,20 +120,11 @@ def video_fid(model, dataset: Dataset, *, n_sequences: int = 256, batch_size: in
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     fake, real = [], []
-    seen = 0
-    for batch in eval_loader(dataset, batch_size):
-        if seen >= n_sequences:
-            break
-        batch = batch_to_device(batch, device)
-        frames = batch["frames"][: n_sequences - seen]
-        n_ctx = model.n_past
-        n_future = min(model.n_eval, frames.shape[1] - n_ctx)
-        actions = batch.get("actions")
+    n_ctx = model.n_past
+    for frames, actions, n_future in eval_sequences(model, dataset, n_sequences, batch_size, device):
         with amp.autocast(device, dtype):
-            pred = model.predict(frames[:, :n_ctx], n_future, None if actions is None else actions[: frames.shape[0]],
-                                 generator=generator)
+            pred = model.predict(frames[:, :n_ctx], n_future, actions, generator=generator)
         to_uint8 = lambda x: (x.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()  # noqa: E731
         fake.append(to_uint8(rearrange(pred, "b t c h w -> (b t) c h w")))
         real.append(to_uint8(rearrange(frames[:, n_ctx:n_ctx + n_future], "b t c h w -> (b t) c h w")))
-        seen += frames.shape[0]
     return compute_fid(torch.cat(fake), torch.cat(real), weights_path=weights_path, device=device)
