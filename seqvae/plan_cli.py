@@ -264,7 +264,7 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", default="runs/plan_pusher", help="results.md, results.json, episode_XXX.mp4")
     p.add_argument("--device", default=DEFAULT_DEVICE)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
 
 
 # -------------------------------------------------------------------------- render
