@@ -587,13 +587,12 @@ def episode_start(sim: PusherSim, seed: int, index: int) -> tuple[PusherState, T
 
 
 def sim_for_model(data_cfg: Any) -> PusherSim:
-    """The pushing world a checkpoint's ``pusher`` data config describes (sizes, radii, step)."""
+    """The pushing world a checkpoint's ``pusher`` data config describes (sizes, radii, step,
+    table appearance)."""
     if getattr(data_cfg, "name", None) != "pusher":
         raise ValueError(f"the planning evaluation needs a model trained on the 'pusher' data set, "
                          f"this one was trained on {getattr(data_cfg, 'name', '?')!r}")
-    return PusherSim(PusherConfig(image_size=data_cfg.image_size, num_objects=data_cfg.num_objects,
-                                  min_objects=data_cfg.min_objects, gripper_radius=data_cfg.gripper_radius,
-                                  object_radius=data_cfg.object_radius, max_step=data_cfg.max_step))
+    return PusherSim(data_cfg.world())
 
 
 @dataclass

@@ -300,3 +300,28 @@ def test_registered_and_batched_by_the_data_loader():
         ds[8]
     with pytest.raises(ValueError, match="split"):
         PusherDataset(cfg, "training")
+
+
+def test_texture_contrast_scales_the_table_pattern_and_zero_gives_a_plain_table():
+    state = PusherSim(CFG).reset(4, gen(5))
+    spread = {}
+    for contrast in (1.0, 0.35, 0.0):
+        table = PusherSim(dataclasses.replace(CFG, texture_contrast=contrast)).table_image(state)
+        base = state.table_color[:, 0, :, None, None]
+        spread[contrast] = (table - base).abs().mean().item()
+        if contrast == 0.0:
+            torch.testing.assert_close(table, base.expand_as(table).clamp(0, 1), rtol=0, atol=1e-6)
+    assert spread[0.0] < 1e-6 < spread[0.35] < 0.5 * spread[1.0], spread
+    with pytest.raises(ValueError, match="texture_contrast"):
+        PusherConfig(texture_contrast=1.5)
+
+
+def test_data_config_world_is_the_simulator_the_data_set_and_the_planner_use():
+    from seqvae.planning import sim_for_model
+
+    data_cfg = PusherDataConfig(num_objects=2, gripper_radius=0.18, object_radius=0.2, max_step=0.1,
+                                texture_contrast=0.35, shadow_strength=0.2, tile_probability=0.5)
+    world = data_cfg.world()
+    assert PusherDataset(data_cfg, "test").sim.cfg == world == sim_for_model(data_cfg).cfg
+    assert (world.num_objects, world.gripper_radius, world.texture_contrast, world.shadow_strength,
+            world.tile_probability) == (2, 0.18, 0.35, 0.2, 0.5)

@@ -91,6 +91,7 @@ class PusherConfig:
     goal_max_distance: float = 2.5  # … and at most this many
     tile_probability: float = 0.3   # chance that an episode's table is tiled rather than wooden
     shadow_strength: float = 0.35   # how much shadows darken the table (0: no shadows)
+    texture_contrast: float = 1.0   # strength of grain, planks, tiles and noise (0: a plain table)
 
     def __post_init__(self) -> None:
         if self.image_size < 8:
@@ -109,6 +110,8 @@ class PusherConfig:
             raise ValueError("substeps and solver_iterations must be at least 1")
         if not 0 < self.goal_min_distance <= self.goal_max_distance:
             raise ValueError("need 0 < goal_min_distance <= goal_max_distance")
+        if not 0.0 <= self.texture_contrast <= 1.0:
+            raise ValueError(f"texture_contrast must be in [0, 1], got {self.texture_contrast}")
         if self.spawn_limit <= 0:
             raise ValueError(
                 "bodies too large for the table: objects need room for the gripper behind them "
@@ -564,6 +567,9 @@ class PusherSim:
         light = 1.0 + col(TEX_LIGHT_X) * x + col(TEX_LIGHT_Y) * y - 0.06 * (x * x + y * y)
         gain = gain * light * (1.0 + 0.06 * noise)
 
+        if c.texture_contrast != 1.0:                              # pull the pattern towards its base
+            mix = mix * c.texture_contrast
+            gain = 1.0 + (gain - 1.0) * c.texture_contrast
         base = state.table_color[:, 0, :, None, None]
         second = state.table_color[:, 1, :, None, None]
         img = base + (second - base) * mix[:, None]

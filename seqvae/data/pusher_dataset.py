@@ -72,6 +72,19 @@ class PusherDataConfig(ComponentConfig):
     object_radius: float = 0.16
     max_step: float = 0.08           # gripper displacement per step at |action| = 1
     target_probability: float = 0.7  # random policy: chance a motion segment heads through an object
+    texture_contrast: float = 1.0    # table pattern strength (0: plain colour; 1: full grain/tiles)
+    shadow_strength: float = 0.35    # how much shadows darken the table (0: none)
+    tile_probability: float = 0.3    # chance that an episode's table is tiled rather than wooden
+
+    def world(self) -> PusherConfig:
+        """The simulator configuration of this data set (planning on a model trained on it
+        must simulate the same world)."""
+        return PusherConfig(
+            image_size=self.image_size, num_objects=self.num_objects, min_objects=self.min_objects,
+            gripper_radius=self.gripper_radius, object_radius=self.object_radius, max_step=self.max_step,
+            texture_contrast=self.texture_contrast, shadow_strength=self.shadow_strength,
+            tile_probability=self.tile_probability,
+        )
 
 
 class PusherDataset(Dataset):
@@ -87,10 +100,7 @@ class PusherDataset(Dataset):
         self.length = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}[split]
         if self.length < 0:
             raise ValueError(f"data.num_{split} must be non-negative, got {self.length}")
-        self.sim = PusherSim(PusherConfig(
-            image_size=cfg.image_size, num_objects=cfg.num_objects, min_objects=cfg.min_objects,
-            gripper_radius=cfg.gripper_radius, object_radius=cfg.object_radius, max_step=cfg.max_step,
-        ))
+        self.sim = PusherSim(cfg.world())
         self.policy = RandomPushPolicy(self.sim, PushPolicyConfig(target_probability=cfg.target_probability))
         self.num_uniforms = episode_uniforms(self.sim, self.seq_len)
         self.spec = DataSpec(3, cfg.image_size, cfg.image_size, self.seq_len,
