@@ -208,7 +208,8 @@ def plan_config_from_args(args: argparse.Namespace):
                           success_threshold=args.threshold, samples=args.samples, precision=args.precision,
                           render_episodes=args.render, methods=methods, cem=cem,
                           cost=PushCostConfig(shaping=args.shaping, gripper_source=args.gripper_source,
-                                              color_temperature=args.color_temperature))
+                                              color_temperature=args.color_temperature,
+                                              lost_penalty=args.lost_penalty))
 
 
 def cmd_plan(args: argparse.Namespace) -> dict:
@@ -258,6 +259,8 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
                    help="learned model: the shaping term's gripper from the predicted frames or from the "
                         "arm's own kinematics (observed position + actions)")
     p.add_argument("--color-temperature", type=float, default=0.1, help="learned model: colour tracker tolerance")
+    p.add_argument("--lost-penalty", type=float, default=0.2,
+                   help="frame costs: penalty × share of the object's colour a predicted frame has lost")
     p.add_argument("--threshold", type=float, default=0.0, help="success: final distance below this (0: one object radius)")
     p.add_argument("--seed", type=int, default=0, help="episode seed (episode i starts from (seed, i))")
     p.add_argument("--render", type=int, default=3, help="render the first N episodes to MP4")

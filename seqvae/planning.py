@@ -12,7 +12,10 @@ Pieces (each usable alone):
   colour-matching centroid: where an object of known colour is in a frame),
   :func:`pusher_object_cost` (object 0 to the goal in table units, with a shaping term
   that draws the gripper behind the object), :func:`frame_pusher_cost` (the same read
-  off predicted frames).
+  off predicted frames, plus a penalty for the share of the object's colour
+  (:func:`color_mass`) a predicted frame has lost: without it, CEM on a learned model
+  finds plans whose predictions smear the object away — the tracker then sees it stay
+  put — and pushes the real object off course).
 * planner backends for the embedded pushing world (:mod:`seqvae.data.pusher`):
   :class:`TrueSimulatorModel` (the simulator itself: the planner's upper bound) and
   :class:`LearnedModel` (an action-conditioned SVG through :func:`seqvae.rollout.rollout`,
@@ -237,6 +240,15 @@ def locate_color(frames: Tensor, color: Tensor, temperature: float = 0.1, prior:
     return est
 
 
+def color_mass(frames: Tensor, color: Tensor, temperature: float = 0.1) -> Tensor:
+    """How much of a colour a frame shows: ``Σ_pixels exp(−‖pixel − color‖² / (2·temperature²))``
+    (the tracker's total weight; about the visible area in pixels of a thing of that
+    colour). ``frames [..., 3, H, W]`` -> ``[...]``."""
+    f = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
+    c = color.to(f.device, torch.float32)[..., :, None, None]
+    return torch.exp(-((f - c) ** 2).sum(-3) / (2.0 * temperature * temperature)).sum((-2, -1))
+
+
 @dataclass
 class PushCostConfig:
     """Cost of "push object 0 to the goal", in table units (see :func:`pusher_object_cost`)."""
@@ -246,6 +258,10 @@ class PushCostConfig:
     color_temperature: float = 0.1    # colour tracker (learned model): tolerance of the colour match ...
     gripper_temperature: float = 0.06  # ... and for the gripper's dark inside
     window: float = 0.25              # tracker's mean-shift window (table units)
+    lost_penalty: float = 0.2         # frame costs: added × the share of object 0's colour a predicted
+                                      # frame has lost against the latest observation (objects do not
+                                      # vanish: a plan whose predicted future loses the object — hidden
+                                      # under the arm, smeared by the model — is not to be trusted)
     gripper_source: str = "frames"    # learned model: where the gripper of the shaping term comes from:
                                       # "frames" (tracked in the predicted frames) or "kinematics" (the
                                       # robot's own forward kinematics: observed position + Σ action · max_step)
@@ -289,7 +305,8 @@ def pusher_object_cost(object_pos: Tensor, goal: Tensor, gripper_pos: Tensor | N
 
 def frame_pusher_cost(frames: Tensor, goal: Tensor, object_color: Tensor, object_prior: Tensor,
                       gripper_prior: Tensor | None, sim_cfg: PusherConfig | None = None,
-                      cost: PushCostConfig | None = None, gripper_final: Tensor | None = None) -> Tensor:
+                      cost: PushCostConfig | None = None, gripper_final: Tensor | None = None,
+                      object_mass: Tensor | float | None = None) -> Tensor:
     """:func:`pusher_object_cost` read off predicted frames ``[N, T, 3, H, W]``: object 0
     and the gripper are located in the LAST frame by their colours (:func:`locate_color`,
     the gripper by its dark inside), with their last observed positions as priors.
@@ -299,6 +316,8 @@ def frame_pusher_cost(frames: Tensor, goal: Tensor, object_color: Tensor, object
         object_color: ``[3]`` or ``[N, 3]``, the object's colour (``state.object_color[:, 0]``).
         gripper_final: ``[N, 2]`` final gripper positions known otherwise (e.g. from the
             robot's kinematics); then the gripper is not looked for in the frames.
+        object_mass: the object's :func:`color_mass` in the latest observed frame; given it,
+            ``cost.lost_penalty × max(0, 1 − mass_last / object_mass)`` is added.
     """
     cost = cost or PushCostConfig()
     last = frames[:, -1]
@@ -308,7 +327,12 @@ def frame_pusher_cost(frames: Tensor, goal: Tensor, object_color: Tensor, object
     if grip is None and gripper_prior is not None and cost.shaping > 0:
         inner = torch.tensor(GRIPPER_INNER, device=last.device)
         grip = locate_color(last, inner, cost.gripper_temperature, prior=gripper_prior.expand(n, 2), window=cost.window)
-    return pusher_object_cost(obj, goal, grip, sim_cfg, cost)
+    total = pusher_object_cost(obj, goal, grip, sim_cfg, cost)
+    if object_mass is not None and cost.lost_penalty > 0:
+        seen = color_mass(last, object_color.to(last.device), cost.color_temperature)
+        lost = (1.0 - seen / torch.as_tensor(object_mass, dtype=torch.float32, device=last.device).clamp(min=1e-6)).clamp(min=0.0)
+        total = total + cost.lost_penalty * lost
+    return total
 
 
 def gripper_kinematics(start: Tensor, actions: Tensor, sim_cfg: PusherConfig) -> Tensor:
@@ -421,6 +445,7 @@ class LearnedModel:
         """Where object 0 and the gripper are in the latest frame (the trackers' priors)."""
         last = self.frames[-1][None]
         self.object_prior = locate_color(last, self.color, self.cost.color_temperature, window=self.cost.window)[0]
+        self.object_mass = color_mass(last, self.color, self.cost.color_temperature)[0]
         inner = torch.tensor(GRIPPER_INNER, device=self.device)
         self.gripper_prior = locate_color(last, inner, self.cost.gripper_temperature, window=self.cost.window)[0]
 
@@ -441,7 +466,7 @@ class LearnedModel:
         if self.cost.gripper_source == "kinematics":
             final = gripper_kinematics(self.gripper_prior, self._candidates[index[:, 1]], self.sim.cfg)
         return frame_pusher_cost(frames, self.goal, self.color, self.object_prior, self.gripper_prior,
-                                 self.sim.cfg, self.cost, gripper_final=final)
+                                 self.sim.cfg, self.cost, gripper_final=final, object_mass=self.object_mass)
 
     def costs(self, actions: Tensor) -> Tensor:
         ctx, acts = self._context()

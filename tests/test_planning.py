@@ -23,6 +23,7 @@ from seqvae.planning import (
     PushCostConfig,
     TrueSimulatorModel,
     cem_plan,
+    color_mass,
     episode_start,
     evaluate_pusher,
     frame_pusher_cost,
@@ -150,6 +151,32 @@ def test_pusher_object_cost_and_its_frame_version_agree_on_simulator_frames():
     assert pusher_object_cost(o, torch.tensor([0.6, 0.1]), g, SIM.cfg)[0] == pytest.approx(0.4, abs=1e-5)
     farther = pusher_object_cost(o, torch.tensor([0.6, 0.1]), g + torch.tensor([0.0, 0.5]), SIM.cfg)[0]
     assert farther == pytest.approx(0.4 + 0.5 * 0.5, abs=1e-5)
+
+
+def test_a_predicted_frame_that_loses_the_object_costs_more_by_the_share_lost():
+    import dataclasses
+
+    state = SIM.reset(8, gen(6))
+    goal = SIM.sample_goal(state, gen(7))
+    color, cost = state.object_color[:, 0], PushCostConfig(lost_penalty=0.3)
+    frames = SIM.render(state).float()[:, None] / 255                         # (N, 1, 3, H, W)
+    gone = dataclasses.replace(state, object_active=state.object_active.clone())
+    gone.object_active[:, 0] = False                                          # object 0 not drawn
+    erased = SIM.render(gone).float()[:, None] / 255
+    observed = color_mass(frames[:, 0], color, cost.color_temperature)
+    # about the disc's area in pixels (radius r − 1.2 px inside a darker rim)
+    inner = torch.pi * (SIM.cfg.object_radius / PIXEL - 1.2) ** 2
+    assert ((observed / inner - 1).abs() < 0.25).all(), (observed, inner)
+
+    def costs(f, mass):
+        return frame_pusher_cost(f, goal, color, state.object_pos[:, 0], state.gripper_pos, SIM.cfg, cost,
+                                 object_mass=mass)
+
+    torch.testing.assert_close(costs(frames, observed), costs(frames, None))    # nothing lost: no penalty
+    added = costs(erased, observed) - costs(erased, None)
+    lost = 1 - color_mass(erased[:, 0], color, cost.color_temperature) / observed
+    torch.testing.assert_close(added, 0.3 * lost)
+    assert (lost > 0.9).all(), lost
 
 
 def test_gripper_kinematics_match_the_simulator_when_nothing_is_touched():
