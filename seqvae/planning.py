@@ -13,7 +13,7 @@ Pieces (each usable alone):
   :func:`pusher_object_cost` (object 0 to the goal in table units, with a shaping term
   that draws the gripper behind the object), :func:`frame_pusher_cost` (the same read
   off predicted frames, plus a penalty for the share of the object's colour
-  (:func:`color_mass`) a predicted frame has lost: without it, CEM on a learned model
+  (:func:`locate_color`'s mass) a predicted frame has lost: without it, CEM on a learned model
   finds plans whose predictions smear the object away — the tracker then sees it stay
   put — and pushes the real object off course).
 * planner backends for the embedded pushing world (:mod:`seqvae.data.pusher`):
@@ -190,7 +190,8 @@ def pixel_centres(size: int, device: torch.device | str | None = None) -> Tensor
 
 
 def locate_color(frames: Tensor, color: Tensor, temperature: float = 0.1, prior: Tensor | None = None,
-                 prior_weight: float = 2.0, window: float = 0.25, iterations: int = 3) -> Tensor:
+                 prior_weight: float = 2.0, window: float = 0.25, iterations: int = 3,
+                 with_mass: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Where a thing of known colour is: a soft colour-matching centroid, in table units.
 
     Each pixel weighs ``w = exp(−‖pixel − color‖² / (2·temperature²))``. The position is
@@ -206,8 +207,10 @@ def locate_color(frames: Tensor, color: Tensor, temperature: float = 0.1, prior:
     Args:
         frames: ``[..., 3, H, W]`` floats in [0, 1] (uint8 is scaled).
         color: ``[3]`` or ``[..., 3]`` (broadcast against the frames' leading dims).
+        with_mass: also return the colour's mass ``Σ_pixels w`` ``[...]`` (about the visible
+            area in pixels of a thing of that colour).
     Returns:
-        ``[..., 2]`` positions.
+        ``[..., 2]`` positions (and the masses).
     """
     if frames.dim() < 3 or frames.shape[-3] != 3:
         raise ValueError(f"frames must be [..., 3, H, W], got {tuple(frames.shape)}")
@@ -237,16 +240,7 @@ def locate_color(frames: Tensor, color: Tensor, temperature: float = 0.1, prior:
     est = centroid(None) if p is None else p
     for _ in range(iterations):
         est = centroid(est)
-    return est
-
-
-def color_mass(frames: Tensor, color: Tensor, temperature: float = 0.1) -> Tensor:
-    """How much of a colour a frame shows: ``Σ_pixels exp(−‖pixel − color‖² / (2·temperature²))``
-    (the tracker's total weight; about the visible area in pixels of a thing of that
-    colour). ``frames [..., 3, H, W]`` -> ``[...]``."""
-    f = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
-    c = color.to(f.device, torch.float32)[..., :, None, None]
-    return torch.exp(-((f - c) ** 2).sum(-3) / (2.0 * temperature * temperature)).sum((-2, -1))
+    return (est, w.sum((-2, -1))) if with_mass else est
 
 
 @dataclass
@@ -316,20 +310,20 @@ def frame_pusher_cost(frames: Tensor, goal: Tensor, object_color: Tensor, object
         object_color: ``[3]`` or ``[N, 3]``, the object's colour (``state.object_color[:, 0]``).
         gripper_final: ``[N, 2]`` final gripper positions known otherwise (e.g. from the
             robot's kinematics); then the gripper is not looked for in the frames.
-        object_mass: the object's :func:`color_mass` in the latest observed frame; given it,
+        object_mass: the object's colour mass (:func:`locate_color`) in the latest observed frame; given it,
             ``cost.lost_penalty × max(0, 1 − mass_last / object_mass)`` is added.
     """
     cost = cost or PushCostConfig()
     last = frames[:, -1]
     n = last.shape[0]
-    obj = locate_color(last, object_color, cost.color_temperature, prior=object_prior.expand(n, 2), window=cost.window)
+    obj, seen = locate_color(last, object_color, cost.color_temperature, prior=object_prior.expand(n, 2),
+                             window=cost.window, with_mass=True)
     grip = gripper_final
     if grip is None and gripper_prior is not None and cost.shaping > 0:
         inner = torch.tensor(GRIPPER_INNER, device=last.device)
         grip = locate_color(last, inner, cost.gripper_temperature, prior=gripper_prior.expand(n, 2), window=cost.window)
     total = pusher_object_cost(obj, goal, grip, sim_cfg, cost)
     if object_mass is not None and cost.lost_penalty > 0:
-        seen = color_mass(last, object_color.to(last.device), cost.color_temperature)
         lost = (1.0 - seen / torch.as_tensor(object_mass, dtype=torch.float32, device=last.device).clamp(min=1e-6)).clamp(min=0.0)
         total = total + cost.lost_penalty * lost
     return total
@@ -444,8 +438,8 @@ class LearnedModel:
     def _update_priors(self) -> None:
         """Where object 0 and the gripper are in the latest frame (the trackers' priors)."""
         last = self.frames[-1][None]
-        self.object_prior = locate_color(last, self.color, self.cost.color_temperature, window=self.cost.window)[0]
-        self.object_mass = color_mass(last, self.color, self.cost.color_temperature)[0]
+        prior, mass = locate_color(last, self.color, self.cost.color_temperature, window=self.cost.window, with_mass=True)
+        self.object_prior, self.object_mass = prior[0], mass[0]
         inner = torch.tensor(GRIPPER_INNER, device=self.device)
         self.gripper_prior = locate_color(last, inner, self.cost.gripper_temperature, window=self.cost.window)[0]
 

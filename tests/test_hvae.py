@@ -26,14 +26,7 @@ SPEC16 = DataSpec(channels=3, height=16, width=16)
 MODES = ["bottom_up", "top_down"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These nets are tiny (16 channels, ≤ 16×16): intra-op threads only add spin-waiting on
-    the shared cores (measured ~8× slower with 2 threads under load), so use one here."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread (tests/conftest.py)
 
 
 def small(inference: str, head=None, layers: int = 4, spec: DataSpec = SPEC16) -> HVAE:

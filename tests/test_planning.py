@@ -23,7 +23,6 @@ from seqvae.planning import (
     PushCostConfig,
     TrueSimulatorModel,
     cem_plan,
-    color_mass,
     episode_start,
     evaluate_pusher,
     frame_pusher_cost,
@@ -38,12 +37,7 @@ SIM = PusherSim()
 PIXEL = SIM.cfg.pixel  # one pixel in table units (2 / 64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread (tests/conftest.py)
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -163,7 +157,7 @@ def test_a_predicted_frame_that_loses_the_object_costs_more_by_the_share_lost():
     gone = dataclasses.replace(state, object_active=state.object_active.clone())
     gone.object_active[:, 0] = False                                          # object 0 not drawn
     erased = SIM.render(gone).float()[:, None] / 255
-    observed = color_mass(frames[:, 0], color, cost.color_temperature)
+    observed = locate_color(frames[:, 0], color, cost.color_temperature, with_mass=True)[1]
     # about the disc's area in pixels (radius r − 1.2 px inside a darker rim)
     inner = torch.pi * (SIM.cfg.object_radius / PIXEL - 1.2) ** 2
     assert ((observed / inner - 1).abs() < 0.25).all(), (observed, inner)
@@ -174,7 +168,7 @@ def test_a_predicted_frame_that_loses_the_object_costs_more_by_the_share_lost():
 
     torch.testing.assert_close(costs(frames, observed), costs(frames, None))    # nothing lost: no penalty
     added = costs(erased, observed) - costs(erased, None)
-    lost = 1 - color_mass(erased[:, 0], color, cost.color_temperature) / observed
+    lost = 1 - locate_color(erased[:, 0], color, cost.color_temperature, with_mass=True)[1] / observed
     torch.testing.assert_close(added, 0.3 * lost)
     assert (lost > 0.9).all(), lost
 

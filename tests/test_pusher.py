@@ -22,14 +22,7 @@ from seqvae.registry import DATASETS
 CFG = PusherConfig()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The simulator works on many small tensors: on shared cores, intra-op threads only
-    add hand-offs (10x slower here with 2 threads), so these tests use one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread (tests/conftest.py)
 
 
 def gen(seed: int) -> torch.Generator:

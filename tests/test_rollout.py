@@ -23,12 +23,7 @@ B, N_CTX, HORIZON, A, S = 2, 2, 3, 2, 2
 TOL = dict(rtol=0, atol=1e-5)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread (tests/conftest.py)
 
 
 def gen(seed: int = 0) -> torch.Generator:

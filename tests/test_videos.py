@@ -21,13 +21,7 @@ from seqvae.registry import DATASETS
 TOL = 12  # codec (YUV 4:2:0, lossy) tolerance on 0..255 colours
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Decoding and resizing tiny clips: intra-op threads only add hand-offs on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread (tests/conftest.py)
 
 
 def colour(i: int) -> np.ndarray:
