@@ -226,7 +226,8 @@ def small(**kw) -> PusherDataConfig:
 def test_items_are_a_pure_function_of_seed_split_index():
     a, b = PusherDataset(small(), "train"), PusherDataset(small(), "train")
     x, y = a[17], b[17]
-    assert x.keys() == y.keys() == {"frames", "actions", "gripper_pos", "object_pos", "object_mask"}
+    assert x.keys() == y.keys() == {"frames", "actions", "gripper_pos", "object_pos", "object_mask",
+                                  "object_color"}
     assert all(torch.equal(x[k], y[k]) for k in x)
     assert not torch.equal(a[18]["frames"], x["frames"])
     assert not torch.equal(PusherDataset(small(seed=1), "train")[17]["frames"], x["frames"])
@@ -270,6 +271,30 @@ def test_action_free_items_have_no_actions_but_the_same_video():
     item = ds[3]
     assert "actions" not in item and ds.spec.action_dim == 0
     assert torch.equal(item["frames"], with_actions["frames"])
+
+
+def test_training_windows_are_cut_from_longer_episodes_and_eval_items_start_at_the_reset():
+    whole = PusherDataset(small(seq_len=30), "train")           # the same seeds simulate the same 30-step episodes
+    windows = PusherDataset(small(seq_len=8, episode_len=30), "train")
+    firsts = []
+    for i in range(24):
+        w, full = windows[i], whole[i]
+        # the window's first step: where its gripper track sits in the whole episode
+        first = [s for s in range(23) if torch.equal(full["gripper_pos"][s:s + 8], w["gripper_pos"])]
+        assert first, f"item {i} is not a window of its episode"
+        s = first[0]
+        firsts.append(s)
+        for key in ("frames", "actions", "object_pos"):
+            assert torch.equal(w[key], full[key][s:s + 8]), key
+    assert min(firsts) <= 5 and max(firsts) >= 17 and len(set(firsts)) >= 8   # offsets spread over 0 .. 22
+    # Batched generation still equals items one by one (each row has its own offset).
+    for item, i in zip(windows.__getitems__([3, 11, 7]), (3, 11, 7)):
+        assert all(torch.equal(item[k], windows[i][k]) for k in item)
+    # Val/test items are whole episodes from the reset, whatever episode_len says.
+    cfg = small(seq_len=8, eval_seq_len=12, episode_len=30)
+    assert torch.equal(PusherDataset(cfg, "test")[5]["frames"], PusherDataset(small(seq_len=12), "test")[5]["frames"])
+    with pytest.raises(ValueError, match="episode_len"):
+        PusherDataset(small(seq_len=8, episode_len=6), "train")
 
 
 def test_random_policy_pushes_objects_in_most_sequences():

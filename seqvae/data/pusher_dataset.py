@@ -13,7 +13,15 @@ An item::
                                          # frame t to t+1, actions[T-1] is the next action
      "gripper_pos": float32 [T, 2],      # table units, the table is [-1, 1]², y downward
      "object_pos":  float32 [T, K, 2],   # K = num_objects slots ...
-     "object_mask": bool    [K]}         # ... of which these exist in this episode
+     "object_mask": bool    [K],         # ... of which these exist in this episode
+     "object_color": float32 [K, 3]}     # their colours in [0, 1] (for colour tracking)
+
+Training items can be windows of longer episodes, as BAIR's training windows are
+(``episode_len`` > ``seq_len``): the train item simulates an ``episode_len``-step episode
+from a reset and keeps ``seq_len`` consecutive frames at an offset drawn from the same
+seeded uniforms, so that late-episode states (the gripper among the objects, objects
+already pushed) are seen in training as they are in a long test sequence. Val and test
+items always start at the reset, like BAIR's ordered test sequences.
 
 Without actions (``action_conditioned: false``) the unobserved random policy makes the
 future genuinely stochastic, as in BAIR.
@@ -60,6 +68,7 @@ class PusherDataConfig(ComponentConfig):
     name: str = "pusher"
     seq_len: int = 30                # frames per item
     eval_seq_len: int = 0            # frames per val/test item (0: seq_len), e.g. train on 12, evaluate on 30
+    episode_len: int = 0             # train items: seq_len-frame windows of episodes this long (0: whole episodes of seq_len)
     num_train: int = 100_000         # virtual items per split (generated on demand)
     num_val: int = 256
     num_test: int = 256
@@ -96,13 +105,18 @@ class PusherDataset(Dataset):
         self.seq_len = cfg.eval_seq_len if split != "train" and cfg.eval_seq_len > 0 else cfg.seq_len
         if self.seq_len < 1:
             raise ValueError(f"data.seq_len must be at least 1, got {cfg.seq_len}")
+        self.episode_len = cfg.episode_len if split == "train" and cfg.episode_len > 0 else self.seq_len
+        if self.episode_len < self.seq_len:
+            raise ValueError(f"data.episode_len ({cfg.episode_len}) must be 0 or at least data.seq_len "
+                             f"({cfg.seq_len}): training windows are cut from episodes of episode_len steps")
         self.cfg, self.split = cfg, split
         self.length = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}[split]
         if self.length < 0:
             raise ValueError(f"data.num_{split} must be non-negative, got {self.length}")
         self.sim = PusherSim(cfg.world())
         self.policy = RandomPushPolicy(self.sim, PushPolicyConfig(target_probability=cfg.target_probability))
-        self.num_uniforms = episode_uniforms(self.sim, self.seq_len)
+        # the episode's uniforms, then one that picks the window's first step
+        self.num_uniforms = episode_uniforms(self.sim, self.episode_len) + 1
         self.spec = DataSpec(3, cfg.image_size, cfg.image_size, self.seq_len,
                              action_dim=2 if cfg.action_conditioned else 0)
 
@@ -125,16 +139,23 @@ class PusherDataset(Dataset):
             rows.append(torch.rand(self.num_uniforms, generator=gen))
         if not rows:
             return []
-        episode = sample_episodes(self.sim, self.seq_len, torch.stack(rows), self.policy)
-        frames = self.sim.render_trajectory(episode.start, episode.gripper_pos, episode.object_pos)
+        uniforms = torch.stack(rows)
+        episode = sample_episodes(self.sim, self.episode_len, uniforms[:, :-1], self.policy)
+        num_offsets = self.episode_len - self.seq_len + 1
+        first = (uniforms[:, -1] * num_offsets).long().clamp(max=num_offsets - 1)      # [N]
+        steps = first[:, None] + torch.arange(self.seq_len)                              # [N, T]
+        rows_idx = torch.arange(len(rows))[:, None]
+        gripper_pos, object_pos = episode.gripper_pos[rows_idx, steps], episode.object_pos[rows_idx, steps]
+        frames = self.sim.render_trajectory(episode.start, gripper_pos, object_pos)     # only the window
         items = []
         for b in range(len(rows)):
             item = {"frames": frames[b]}
             if self.cfg.action_conditioned:
-                item["actions"] = episode.actions[b]
-            item["gripper_pos"] = episode.gripper_pos[b]
-            item["object_pos"] = episode.object_pos[b]
+                item["actions"] = episode.actions[b, steps[b]]
+            item["gripper_pos"] = gripper_pos[b]
+            item["object_pos"] = object_pos[b]
             item["object_mask"] = episode.start.object_active[b]
+            item["object_color"] = episode.start.object_color[b]
             items.append(item)
         return items
 
