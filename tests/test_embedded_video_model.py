@@ -91,6 +91,8 @@ def test_seqvae_eval_on_a_video_checkpoint(tmp_path, capsys, monkeypatch):
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["neg_elbo"] == pytest.approx(result["nll"] + result["kl"], rel=1e-6)
     assert {"psnr_mean", "ssim_mean", "copy_last_psnr_mean"} <= set(result)
+    # the pusher's objects are tracked by colour: on the true frames the tracker lands on them
+    assert result["object_motion_objects"] >= 4 and result["object_motion_tracker_error"] < 0.1
     header = (tmp_path / "eval" / "curves.csv").read_text().splitlines()[0]
     assert "psnr_mean" in header and "ssim_mean" in header
     # FID needs Inception weights: without them a clear error, exit status 2, no download attempted
