@@ -82,6 +82,15 @@ def video_metrics(model, dataset, args: argparse.Namespace, device: torch.device
                                    weights_path=args.inception_weights or None)
     print(f"best of {args.samples} samples over {result.curves['psnr'].shape[0]} sequences: "
           + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+    if len(dataset) and "object_color" in dataset[0]:      # the embedded pusher world: do objects move?
+        from seqvae.motion_eval import evaluate_object_motion
+
+        motion = evaluate_object_motion(model, dataset, n_samples=args.samples, n_sequences=args.sequences,
+                                        device=device, dtype=dtype)
+        summary.update({f"object_motion_{k}": v for k, v in motion.summary().items()})
+        print(f"object motion (colour-tracked, {motion.moving} of {motion.objects} objects move > 0.15): true "
+              f"{motion.true_displacement:.3f}, predicted {motion.predicted_displacement:.3f} table units; best "
+              f"sample's final-position error {motion.best_error:.3f} (tracker floor {motion.tracker_error:.3f})")
     print(f"per-timestep curves (CSV, PNG): {out_dir}")
     return summary
 
@@ -163,8 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; ``key=value`` overrides may also follow the flags
+    (``seqvae train CONFIG --resume train.steps=9000``)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         args.func(args)
     except (ConfigError, CheckpointError, RunFolderError, FileNotFoundError, ValueError) as err:

@@ -111,6 +111,12 @@ def test_cli_unknown_key_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown config key train.'stesp'" in err and "Did you mean train.'steps'" in err
     assert not (tmp_path / "x").exists()
+    # overrides after a flag are still overrides (checked the same way); a stray flag is an error
+    assert cli_main(["train", str(path), "--dry-run", "train.stesp=3"]) == 2
+    assert "Did you mean train.'steps'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["train", str(path), "--dry-run", "--resmue"])
+    assert "unrecognized arguments: --resmue" in capsys.readouterr().err
 
 
 def test_missing_data_directory_names_path_and_flag(tmp_path, capsys):
