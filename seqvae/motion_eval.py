@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 
 from seqvae import amp
+from seqvae.data.loader import eval_loader
+from seqvae.data.spec import batch_to_device
 from seqvae.planning import locate_color
 from seqvae.video_eval import sample_futures
 
@@ -55,9 +57,11 @@ def track_objects(video: Tensor, colors: Tensor, start: Tensor) -> Tensor:
     return torch.stack(tracks, -2)                                             # [..., F, K, 2]
 
 
-def object_motion(samples: Tensor, truth: Tensor, object_pos: Tensor, object_mask: Tensor,
-                  object_color: Tensor, threshold: float = 0.15) -> ObjectMotion:
-    """Compare the predicted with the true travel of every object.
+def per_object_motion(samples: Tensor, truth: Tensor, object_pos: Tensor, object_mask: Tensor,
+                      object_color: Tensor) -> dict[str, Tensor]:
+    """Per-object travel, ``[B, K]`` each: ``true`` displacement, ``predicted`` (mean over
+    samples), ``best_error`` (the best sample's final-position error), ``tracker_error``
+    (tracking the true frames) and ``mask`` (which objects exist).
 
     Args:
         samples: predicted frames ``[S, B, F, 3, H, W]`` in [0, 1].
@@ -66,7 +70,6 @@ def object_motion(samples: Tensor, truth: Tensor, object_pos: Tensor, object_mas
             predicted steps.
         object_mask: ``[B, K]`` which object slots exist.
         object_color: ``[B, K, 3]`` their colours in [0, 1].
-        threshold: an object "moves" when its true displacement exceeds this (table units).
     """
     S, B, F = samples.shape[:3]
     if truth.shape[:2] != (B, F) or object_pos.shape[:2] != (B, F + 1):
@@ -74,48 +77,66 @@ def object_motion(samples: Tensor, truth: Tensor, object_pos: Tensor, object_mas
                          f"object_pos {tuple(object_pos.shape)} disagree (object_pos needs the last context "
                          f"frame and the {F} predicted steps)")
     start, final = object_pos[:, 0].float(), object_pos[:, -1].float()            # [B, K, 2]
-    mask = object_mask.bool()
     colors = object_color.float()
     tracked_truth = track_objects(truth.float(), colors, start)[:, -1]             # [B, K, 2]
     tracked = track_objects(samples.float(), colors.expand(S, *colors.shape),
                             start.expand(S, *start.shape))[:, :, -1]               # [S, B, K, 2]
-    true_move = (final - start).norm(dim=-1)                                       # [B, K]
-    predicted_move = (tracked - start).norm(dim=-1)                                # [S, B, K]
-    error = (tracked - final).norm(dim=-1)                                         # [S, B, K]
-    moving, still = mask & (true_move > threshold), mask & (true_move <= threshold)
+    return {"true": (final - start).norm(dim=-1),
+            "predicted": (tracked - start).norm(dim=-1).mean(0),
+            "best_error": (tracked - final).norm(dim=-1).min(0).values,
+            "tracker_error": (tracked_truth - final).norm(dim=-1),
+            "mask": object_mask.bool()}
 
-    def mean(x: Tensor, where: Tensor) -> float:
-        return float(x[..., where].mean()) if bool(where.any()) else float("nan")
 
-    return ObjectMotion(
-        objects=int(mask.sum()), moving=int(moving.sum()),
-        true_displacement=mean(true_move, moving),
-        predicted_displacement=mean(predicted_move, moving),
-        best_error=mean(error.min(0).values, moving),
-        still_predicted_displacement=mean(predicted_move, still),
-        tracker_error=mean((tracked_truth - final).norm(dim=-1), mask),
-    )
+def summarize_motion(per_object: dict[str, Tensor], threshold: float = 0.15) -> ObjectMotion:
+    """:class:`ObjectMotion` of :func:`per_object_motion` results (an object "moves" when its
+    true displacement exceeds ``threshold`` table units)."""
+    mask = per_object["mask"]
+    moving, still = mask & (per_object["true"] > threshold), mask & (per_object["true"] <= threshold)
+
+    def mean(name: str, where: Tensor) -> float:
+        return float(per_object[name][where].mean()) if bool(where.any()) else float("nan")
+
+    return ObjectMotion(objects=int(mask.sum()), moving=int(moving.sum()),
+                        true_displacement=mean("true", moving), predicted_displacement=mean("predicted", moving),
+                        best_error=mean("best_error", moving), still_predicted_displacement=mean("predicted", still),
+                        tracker_error=mean("tracker_error", mask))
+
+
+def object_motion(samples: Tensor, truth: Tensor, object_pos: Tensor, object_mask: Tensor,
+                  object_color: Tensor, threshold: float = 0.15) -> ObjectMotion:
+    """Compare the predicted with the true travel of every object (arguments as in
+    :func:`per_object_motion`)."""
+    return summarize_motion(per_object_motion(samples, truth, object_pos, object_mask, object_color), threshold)
 
 
 @torch.no_grad()
-def evaluate_object_motion(model, dataset, *, n_samples: int = 16, n_sequences: int = 32, device: torch.device,
-                           dtype: torch.dtype | None = None, threshold: float = 0.15, seed: int = 0) -> ObjectMotion:
+def evaluate_object_motion(model, dataset, *, n_samples: int = 16, n_sequences: int = 32, batch_size: int = 8,
+                           device: torch.device, dtype: torch.dtype | None = None, threshold: float = 0.15,
+                           seed: int = 0) -> ObjectMotion:
     """:func:`object_motion` of ``n_samples`` futures of the first ``n_sequences`` sequences
     of a pusher evaluation split (items carrying ``object_pos``, ``object_mask`` and
-    ``object_color``)."""
-    n_sequences = min(n_sequences, len(dataset))
-    items = [dataset[i] for i in range(n_sequences)]
-    if not items or not all(k in items[0] for k in ("object_pos", "object_mask", "object_color")):
+    ``object_color``), ``batch_size`` sequences at a time."""
+    if len(dataset) == 0 or not all(k in dataset[0] for k in ("object_pos", "object_mask", "object_color")):
         raise ValueError("object motion needs items with object_pos, object_mask and object_color "
                          "(the embedded pusher data set); this data set has none")
-    batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
     model.eval()
     n_ctx = model.n_past
-    frames = batch["frames"].float() / 255
-    n_future = min(model.n_eval, frames.shape[1] - n_ctx)
     generator = torch.Generator(device=device).manual_seed(seed)
-    with amp.autocast(device, dtype):
-        samples = sample_futures(model, frames[:, :n_ctx], n_future, n_samples, batch.get("actions"), generator)
-    return object_motion(samples.float().clamp(0, 1), frames[:, n_ctx:n_ctx + n_future],
-                         batch["object_pos"][:, n_ctx - 1:n_ctx + n_future], batch["object_mask"],
-                         batch["object_color"], threshold)
+    parts: dict[str, list[Tensor]] = {}
+    seen = 0
+    for batch in eval_loader(dataset, batch_size):
+        if seen >= n_sequences:
+            break
+        batch = {k: v[: n_sequences - seen] for k, v in batch_to_device(batch, device).items()}
+        frames = batch["frames"]                                                # float in [0, 1]
+        n_future = min(model.n_eval, frames.shape[1] - n_ctx)
+        with amp.autocast(device, dtype):
+            samples = sample_futures(model, frames[:, :n_ctx], n_future, n_samples, batch.get("actions"), generator)
+        per = per_object_motion(samples.float().clamp(0, 1), frames[:, n_ctx:n_ctx + n_future],
+                                batch["object_pos"][:, n_ctx - 1:n_ctx + n_future], batch["object_mask"],
+                                batch["object_color"])
+        for name, value in per.items():
+            parts.setdefault(name, []).append(value.cpu())
+        seen += frames.shape[0]
+    return summarize_motion({name: torch.cat(values) for name, values in parts.items()}, threshold)

@@ -66,3 +66,27 @@ def test_summary_is_strict_json_when_no_object_moved(episodes):
     summary = json.loads(json.dumps(result.summary(), allow_nan=False))
     assert summary["true_displacement"] is None and summary["best_error"] is None
     assert summary["still_predicted_displacement"] < 0.02
+
+
+class CopyLastFrame(torch.nn.Module):
+    """A 'predictor' that holds the last context frame still."""
+
+    n_past, n_eval = N_CTX, 10
+
+    def predict(self, context, n_future, actions=None, generator=None):
+        return context[:, -1:].expand(-1, n_future, -1, -1, -1)
+
+
+def test_evaluation_over_a_split_is_the_same_whatever_the_batching():
+    from seqvae.motion_eval import evaluate_object_motion
+
+    ds = PusherDataset(PusherDataConfig(seq_len=T, num_test=20, num_objects=2, gripper_radius=0.18,
+                                        object_radius=0.2, texture_contrast=0.35), "test")
+    cpu = torch.device("cpu")
+    a = evaluate_object_motion(CopyLastFrame(), ds, n_samples=2, n_sequences=13, batch_size=3, device=cpu)
+    b = evaluate_object_motion(CopyLastFrame(), ds, n_samples=2, n_sequences=13, batch_size=8, device=cpu)
+    assert a.summary() == pytest.approx(b.summary(), abs=1e-6)
+    assert a.objects == sum(int(ds[i]["object_mask"].sum()) for i in range(13))
+    assert a.moving >= 4 and a.predicted_displacement < 0.02 and abs(a.best_error - a.true_displacement) < 0.02
+    with pytest.raises(ValueError, match="object_color"):
+        evaluate_object_motion(CopyLastFrame(), [{"frames": torch.zeros(T, 3, 64, 64)}], device=cpu)
