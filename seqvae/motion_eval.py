@@ -22,10 +22,8 @@ import torch
 from torch import Tensor
 
 from seqvae import amp
-from seqvae.data.loader import eval_loader
-from seqvae.data.spec import batch_to_device
 from seqvae.planning import locate_color
-from seqvae.video_eval import sample_futures
+from seqvae.video_eval import eval_batches, sample_futures
 
 
 @dataclass
@@ -124,13 +122,8 @@ def evaluate_object_motion(model, dataset, *, n_samples: int = 16, n_sequences: 
     n_ctx = model.n_past
     generator = torch.Generator(device=device).manual_seed(seed)
     parts: dict[str, list[Tensor]] = {}
-    seen = 0
-    for batch in eval_loader(dataset, batch_size):
-        if seen >= n_sequences:
-            break
-        batch = {k: v[: n_sequences - seen] for k, v in batch_to_device(batch, device).items()}
-        frames = batch["frames"]                                                # float in [0, 1]
-        n_future = min(model.n_eval, frames.shape[1] - n_ctx)
+    for batch, n_future in eval_batches(model, dataset, n_sequences, batch_size, device):
+        frames = batch["frames"]
         with amp.autocast(device, dtype):
             samples = sample_futures(model, frames[:, :n_ctx], n_future, n_samples, batch.get("actions"), generator)
         per = per_object_motion(samples.float().clamp(0, 1), frames[:, n_ctx:n_ctx + n_future],
@@ -138,5 +131,4 @@ def evaluate_object_motion(model, dataset, *, n_samples: int = 16, n_sequences: 
                                 batch["object_color"])
         for name, value in per.items():
             parts.setdefault(name, []).append(value.cpu())
-        seen += frames.shape[0]
     return summarize_motion({name: torch.cat(values) for name, values in parts.items()}, threshold)

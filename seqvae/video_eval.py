@@ -57,24 +57,32 @@ class VideoResult:
         return {f"{name}_mean": float(curve.mean()) for name, curve in self.curves.items()}
 
 
-def eval_sequences(model, dataset: Dataset, n_sequences: int, batch_size: int, device: torch.device):
-    """Yield ``(frames [b, T, C, H, W], actions [b, T, A] | None, n_future)`` for the first
-    ``n_sequences`` sequences of an evaluation split, on ``device``."""
+def eval_batches(model, dataset: Dataset, n_sequences: int, batch_size: int, device: torch.device):
+    """Yield ``(batch, n_future)`` for the first ``n_sequences`` sequences of an evaluation
+    split: the batch on ``device`` (frames float in [0, 1]), every tensor cut to the
+    sequences still wanted; ``n_future`` = frames to predict after the context."""
     n_ctx = model.n_past
     seen = 0
     for batch in eval_loader(dataset, batch_size):
         if seen >= n_sequences:
             return
-        batch = batch_to_device(batch, device)
-        frames = batch["frames"][: n_sequences - seen]
-        n_future = min(model.n_eval, frames.shape[1] - n_ctx)
+        batch = {k: v[: n_sequences - seen] if isinstance(v, Tensor) else v
+                 for k, v in batch_to_device(batch, device).items()}
+        n_future = min(model.n_eval, batch["frames"].shape[1] - n_ctx)
         if n_future < 1:
-            raise ValueError(f"test sequences have {frames.shape[1]} frames; need more than the {n_ctx} context frames")
-        actions = batch.get("actions")
-        yield frames, None if actions is None else actions[: frames.shape[0]], n_future
-        seen += frames.shape[0]
+            raise ValueError(f"test sequences have {batch['frames'].shape[1]} frames; "
+                             f"need more than the {n_ctx} context frames")
+        yield batch, n_future
+        seen += batch["frames"].shape[0]
     if seen == 0:
         raise ValueError("the evaluation split is empty")
+
+
+def eval_sequences(model, dataset: Dataset, n_sequences: int, batch_size: int, device: torch.device):
+    """Yield ``(frames [b, T, C, H, W], actions [b, T, A] | None, n_future)`` for the first
+    ``n_sequences`` sequences of an evaluation split, on ``device``."""
+    for batch, n_future in eval_batches(model, dataset, n_sequences, batch_size, device):
+        yield batch["frames"], batch.get("actions"), n_future
 
 
 @torch.no_grad()
