@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 
-import seqvae.components  # noqa: F401  (registers everything)
 from seqvae.checkpoint import load_checkpoint
 from seqvae.config import ConfigError, RunConfig
 from seqvae.data.spec import DataSpec

@@ -10,6 +10,6 @@ import seqvae.likelihoods.bitwise  # noqa: F401
 import seqvae.likelihoods.logistic_mixture  # noqa: F401
 import seqvae.likelihoods.discretized  # noqa: F401
 import seqvae.models.hvae  # noqa: F401
-import seqvae.data.pusher_dataset  # noqa: F401
+import seqvae.worlds.pusher  # noqa: F401  (data set "pusher" and its video metric)
 import seqvae.data.videos  # noqa: F401
 import seqvae.models.svg  # noqa: F401

@@ -24,16 +24,13 @@ from typing import Any
 
 import yaml
 
+import seqvae.components  # noqa: F401  (registers every data set, model and head)
+from seqvae.io import plain
+from seqvae.registry import DATASETS, LIKELIHOODS, MODELS, ComponentConfig
+
 
 class ConfigError(ValueError):
     """A config file or override is wrong; the message says what and how to fix it."""
-
-
-@dataclass
-class ComponentConfig:
-    """Base of every registered component config: ``name`` picks the registry entry."""
-
-    name: str
 
 
 @dataclass
@@ -73,9 +70,6 @@ class RunConfig:
     # ------------------------------------------------------------------ building
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
-        from seqvae.registry import DATASETS, LIKELIHOODS, MODELS
-        import seqvae.components  # noqa: F401  (registers every component)
-
         if not isinstance(raw, dict):
             raise ConfigError(f"a run config must be a mapping, got {type(raw).__name__}")
         _reject_unknown(raw, ["data", "model", "likelihood", "train"], "")
@@ -90,7 +84,7 @@ class RunConfig:
                 config_class = registry.config_class(sub["name"])
             except KeyError as err:
                 raise ConfigError(f"{key}.name: {err.args[0]}") from None
-            parts[key] = _build(config_class, sub, key)
+            parts[key] = _build(config_class, registry.upgrade(sub), key)
         parts["train"] = _build(TrainConfig, raw.get("train", {}) or {}, "train")
         return cls(**parts)
 
@@ -107,6 +101,35 @@ class RunConfig:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def find_repo_file(name: str | Path) -> Path:
+    """A file shipped in the repository (e.g. ``configs/demo/svg.yaml``), looked up from the
+    current folder, then from the repository that holds this package."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        if (root / name).is_file():
+            return root / name
+    raise ConfigError(f"cannot find {name}; run this from the seqvae repository")
+
+
+def load_dataclass(config_class: type, path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """A typed command config (a dataclass, possibly nested) from an optional YAML file and
+    dotted ``key=value`` overrides, checked exactly like a run config (unknown keys are
+    rejected with the closest valid key suggested)."""
+    raw: dict[str, Any] = {}
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist (configs live under configs/)")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must hold a mapping of settings, got {type(raw).__name__}")
+    return _build(config_class, apply_overrides(raw, overrides), "")
+
+
+def to_yaml(config: Any) -> str:
+    """A config dataclass as YAML (what a run folder records)."""
+    return yaml.safe_dump(plain(dataclasses.asdict(config)), sort_keys=False)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -139,22 +162,22 @@ def _reject_unknown(raw: dict[str, Any], valid: list[str], where: str) -> None:
     for key in raw:
         if key not in valid:
             close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f" Did you mean {where}{close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown config key {where}{key!r}.{hint} Valid keys: {', '.join(valid)}")
+            hint = f" Did you mean '{where}{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{where}{key}'.{hint} Valid keys: {', '.join(valid)}")
 
 
 def _build(config_class: type, raw: dict[str, Any], where: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"config section {where!r} must be a mapping, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(config_class)}
-    _reject_unknown(raw, list(fields), f"{where}.")
+    _reject_unknown(raw, list(fields), f"{where}." if where else "")
     hints = typing.get_type_hints(config_class)
     values = {}
     for key, value in raw.items():
-        values[key] = _coerce(value, hints[key], f"{where}.{key}")
+        values[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
     try:
         return config_class(**values)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # missing fields, or a value its __post_init__ refuses
         raise ConfigError(f"config section {where!r}: {err}") from None
 
 

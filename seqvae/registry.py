@@ -19,9 +19,17 @@ T = TypeVar("T")
 
 
 @dataclass
+class ComponentConfig:
+    """Base of every registered component config: ``name`` picks the registry entry."""
+
+    name: str
+
+
+@dataclass
 class Entry(Generic[T]):
     config_class: type
     factory: Callable[..., T]
+    upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # older config layouts -> current
 
 
 class Registry(Generic[T]):
@@ -31,11 +39,16 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, config_class: type) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register(self, name: str, config_class: type,
+                 upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 ) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Register ``factory`` under ``name`` with its typed config class; ``upgrade`` maps a
+        raw mapping of an older layout of that config (e.g. from an old checkpoint) to the
+        current one before it is validated."""
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = Entry(config_class, factory)
+            self._entries[name] = Entry(config_class, factory, upgrade)
             return factory
 
         return decorator
@@ -53,6 +66,11 @@ class Registry(Generic[T]):
     def config_class(self, name: str) -> type:
         return self.entry(name).config_class
 
+    def upgrade(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """``raw`` in the current layout of its entry's config (unchanged if it already is)."""
+        entry = self.entry(raw["name"])
+        return entry.upgrade(raw) if entry.upgrade is not None else raw
+
     def build(self, cfg: Any, *args: Any, **kwargs: Any) -> T:
         return self.entry(cfg.name).factory(cfg, *args, **kwargs)
 
@@ -60,3 +78,29 @@ class Registry(Generic[T]):
 LIKELIHOODS: Registry = Registry("likelihood")
 MODELS: Registry = Registry("model")
 DATASETS: Registry = Registry("data set")
+
+
+# Video metrics a data set adds to the standard evaluation, by data set name: each entry
+# is a zero-argument factory of an object with ``update(batch, samples, n_ctx, n_future)``
+# and ``summary() -> dict`` (see :mod:`seqvae.evaluation.video`).
+VIDEO_METRICS: dict[str, list[Callable[[], Any]]] = {}
+
+
+def register_video_metric(data_name: str, factory: Callable[[], Any]) -> None:
+    """Add ``factory`` to the video metrics of data set ``data_name``."""
+    VIDEO_METRICS.setdefault(data_name, []).append(factory)
+
+
+def video_metrics_for(data_name: str) -> list[Any]:
+    """Fresh instances of the extra video metrics registered for ``data_name``."""
+    return [factory() for factory in VIDEO_METRICS.get(data_name, [])]
+
+
+# Commands a world or data set adds to the ``seqvae`` command line: each entry registers
+# its sub-parser on an ``argparse`` subparsers object (``set_defaults(func=...)``).
+COMMANDS: list[Callable[[Any], None]] = []
+
+
+def register_command(add_parser: Callable[[Any], None]) -> None:
+    """Add a ``seqvae`` sub-command (see :mod:`seqvae.cli`)."""
+    COMMANDS.append(add_parser)

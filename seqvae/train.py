@@ -35,7 +35,7 @@ from seqvae.checkpoint import load_checkpoint, save_checkpoint
 from seqvae.config import ConfigError, RunConfig
 from seqvae.data.loader import batch_stream
 from seqvae.data.spec import batch_to_device
-from seqvae.eval import check_batch, evaluate_elbo
+from seqvae.evaluation.elbo import check_batch, evaluate_elbo
 
 
 class RunFolderError(RuntimeError):

@@ -8,7 +8,8 @@ from seqvae.build import build_data, build_model
 from seqvae.config import RunConfig
 from seqvae.data.loader import batch_stream
 from seqvae.data.spec import batch_to_device
-from seqvae.video_eval import evaluate_video, pick_best
+from seqvae.evaluation.curves import best_of_n
+from seqvae.evaluation.video import evaluate_video
 
 STEPS = 400
 
@@ -22,11 +23,11 @@ RAW = {
 }
 
 
-def test_pick_best_chooses_by_mean_over_time():
+def test_best_of_n_chooses_by_mean_over_time():
     values = torch.tensor([[[1.0, 9.0]], [[4.0, 4.0]], [[3.0, 3.0]]])  # [S=3, B=1, T=2]
-    curve, index = pick_best(values, higher_is_better=True)
+    curve, index = best_of_n(values, higher_is_better=True)
     assert index.tolist() == [0] and curve.tolist() == [[1.0, 9.0]]
-    curve, index = pick_best(values, higher_is_better=False)
+    curve, index = best_of_n(values, higher_is_better=False)
     assert index.tolist() == [2] and curve.tolist() == [[3.0, 3.0]]
 
 

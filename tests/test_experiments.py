@@ -7,7 +7,6 @@ discrete head's −log P ≥ 0, reruns that reuse finished runs.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -212,17 +211,15 @@ def test_sigma_convergence(tmp_path):
 
 
 def _analyze(argv: list[str]) -> dict:
-    from seqvae.analysis import add_analyze_parser
+    from seqvae.cli import parse
 
-    parser = argparse.ArgumentParser()
-    add_analyze_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["analyze", *argv])
+    args = parse(["analyze", *argv])
     return args.func(args)
 
 
 def test_analyze_command(sweep, tmp_path, capsys):
     from seqvae.build import build_data, load_model
-    from seqvae.metrics import MissingWeightsError
+    from seqvae.evaluation.metrics import MissingWeightsError
 
     run = sweep / "runs" / "beta_0.01"
     out_json = tmp_path / "analysis.json"
@@ -258,8 +255,8 @@ def test_fid_plumbing_when_weights_exist(sweep, monkeypatch, capsys):
     The Inception network itself cannot run here (no weights), so compute_fid is replaced by
     a stand-in statistic of the two image sets; the plumbing around it is what is checked.
     """
-    import seqvae.fid
-    from seqvae.analysis import prior_samples, real_images, to_uint8
+    import seqvae.evaluation.fid
+    from seqvae.evaluation.images import prior_samples, real_images, to_uint8
     from seqvae.build import build_data, load_model
 
     seen = []
@@ -269,8 +266,8 @@ def test_fid_plumbing_when_weights_exist(sweep, monkeypatch, capsys):
         seen.append((a, b))
         return float((a.float().mean() - b.float().mean()).abs())
 
-    monkeypatch.setattr(seqvae.fid, "inception_weights_path", lambda path=None, download=False: "inception.pth")
-    monkeypatch.setattr(seqvae.fid, "compute_fid", fake_fid)
+    monkeypatch.setattr(seqvae.evaluation.fid, "inception_weights_path", lambda path=None, download=False: "inception.pth")
+    monkeypatch.setattr(seqvae.evaluation.fid, "compute_fid", fake_fid)
     run = sweep / "runs" / "optimal_sigma"
     result = _analyze([str(run), "--max-examples", "16", "--num-samples", "100", "--device", "cpu",
                        "--fid-samples", "40", "--seed", "3"])
@@ -283,10 +280,10 @@ def test_fid_plumbing_when_weights_exist(sweep, monkeypatch, capsys):
 
 
 def test_fid_column_filled_when_weights_exist(tmp_path, monkeypatch):
-    import seqvae.fid
+    import seqvae.evaluation.fid
 
-    monkeypatch.setattr(seqvae.fid, "inception_weights_path", lambda path=None, download=False: "inception.pth")
-    monkeypatch.setattr(seqvae.fid, "compute_fid",
+    monkeypatch.setattr(seqvae.evaluation.fid, "inception_weights_path", lambda path=None, download=False: "inception.pth")
+    monkeypatch.setattr(seqvae.evaluation.fid, "compute_fid",
                         lambda a, b, **kw: float((a.float().mean() - b.float().mean()).abs()))
     out = tmp_path / "fid"
     assert decoder_table.main(["--out", str(out), "--heads", "optimal_sigma", "--steps", "5", "--fid-samples", "32",

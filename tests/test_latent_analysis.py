@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from seqvae.latent_analysis import (
+from seqvae.evaluation.latents import (
     analyze_latents,
     collect_posteriors,
     kl_per_example,

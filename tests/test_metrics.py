@@ -15,7 +15,7 @@ import pytest
 import torch
 from pytorch_msssim import ssim as msssim_ssim
 
-from seqvae.fid import (
+from seqvae.evaluation.fid import (
     INCEPTION_URL,
     compute_fid,
     feature_statistics,
@@ -24,7 +24,8 @@ from seqvae.fid import (
     inception_features,
     load_inception,
 )
-from seqvae.metrics import LPIPS, MissingWeightsError, best_of_n, psnr, save_curves, ssim
+from seqvae.evaluation.curves import best_of_n, save_curves
+from seqvae.evaluation.metrics import LPIPS, MissingWeightsError, psnr, ssim
 
 
 @pytest.fixture
@@ -117,16 +118,16 @@ def test_best_of_n_picks_best_mean_not_best_first_frame():
     signs = torch.randint(0, 2, (4, B, T, 1, 12, 12), generator=g) * 2 - 1
     samples = truth + levels[..., None, None, None] * signs  # |error| = level exactly
 
-    curve, index = best_of_n(samples, truth, psnr, higher_is_better=True)
+    curve, index = best_of_n(torch.stack([psnr(x, truth) for x in samples]), higher_is_better=True)
     assert index.tolist() == best.tolist()
     torch.testing.assert_close(curve, psnr(samples[best, torch.arange(B)], truth))
     torch.testing.assert_close(curve, torch.full((B, T), -20 * math.log10(0.02)), atol=1e-3, rtol=0)
 
-    curve_mse, index_mse = best_of_n(samples, truth, _mse, higher_is_better=False)
+    curve_mse, index_mse = best_of_n(torch.stack([_mse(x, truth) for x in samples]), higher_is_better=False)
     assert index_mse.tolist() == best.tolist()
     torch.testing.assert_close(curve_mse, torch.full((B, T), 0.02**2), rtol=1e-4, atol=0)
     # With the order reversed the worst sample is chosen: a check of the direction flag.
-    _, worst = best_of_n(samples, truth, _mse, higher_is_better=True)
+    _, worst = best_of_n(torch.stack([_mse(x, truth) for x in samples]), higher_is_better=True)
     assert worst[0].item() == 1
 
 

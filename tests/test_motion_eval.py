@@ -3,8 +3,10 @@ frozen last context frame moves none, and the best sample is the one that moved.
 import pytest
 import torch
 
-from seqvae.data.pusher_dataset import PusherDataConfig, PusherDataset
-from seqvae.motion_eval import object_motion, track_objects
+from seqvae.worlds.pusher.dataset import PusherDataConfig, PusherDataset
+from seqvae.data.spec import DataSpec
+from seqvae.worlds.pusher.world import PusherConfig
+from seqvae.worlds.pusher.motion import object_motion, track_objects
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -13,8 +15,8 @@ N_CTX, T = 2, 14
 
 @pytest.fixture(scope="module")
 def episodes():
-    ds = PusherDataset(PusherDataConfig(seq_len=T, num_objects=2, gripper_radius=0.18, object_radius=0.2,
-                                        texture_contrast=0.35), "test")
+    ds = PusherDataset(PusherDataConfig(seq_len=T, world=PusherConfig(num_objects=2, gripper_radius=0.18,
+                                                                     object_radius=0.2, texture_contrast=0.35)), "test")
     items = ds.__getitems__(list(range(24)))
     batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
     frames = batch["frames"].float() / 255
@@ -69,19 +71,23 @@ def test_summary_is_strict_json_when_no_object_moved(episodes):
 
 
 class CopyLastFrame(torch.nn.Module):
-    """A 'predictor' that holds the last context frame still."""
+    """A 'predictor' that holds the last context frame still (a :class:`VideoPredictor`)."""
 
-    n_past, n_eval = N_CTX, 10
+    n_past, n_eval, z_dim, action_dim = N_CTX, 10, 0, 0
+    spec = DataSpec(3, 64, 64, N_CTX + 10)
 
-    def predict(self, context, n_future, actions=None, generator=None):
+    def predict(self, context, n_future, actions=None, generator=None, sample_pixels=False, noise=None):
         return context[:, -1:].expand(-1, n_future, -1, -1, -1)
+
+    def encode(self, frames):
+        return frames.new_zeros(*frames.shape[:2], 0), [frames]
 
 
 def test_evaluation_over_a_split_is_the_same_whatever_the_batching():
-    from seqvae.motion_eval import evaluate_object_motion
+    from seqvae.worlds.pusher.motion import evaluate_object_motion
 
-    ds = PusherDataset(PusherDataConfig(seq_len=T, num_test=20, num_objects=2, gripper_radius=0.18,
-                                        object_radius=0.2, texture_contrast=0.35), "test")
+    ds = PusherDataset(PusherDataConfig(seq_len=T, num_test=20, world=PusherConfig(num_objects=2, gripper_radius=0.18,
+                                                                                  object_radius=0.2, texture_contrast=0.35)), "test")
     cpu = torch.device("cpu")
     a = evaluate_object_motion(CopyLastFrame(), ds, n_samples=2, n_sequences=13, batch_size=3, device=cpu)
     b = evaluate_object_motion(CopyLastFrame(), ds, n_samples=2, n_sequences=13, batch_size=8, device=cpu)

@@ -1,4 +1,4 @@
-"""seqvae.planning: CEM, the pushing costs, the colour tracker, the MPC loop with the true
+"""Planning: CEM, the pushing costs, the colour tracker, the MPC loop with the true
 simulator and with a (tiny, untrained) learned model, and the plan / render commands.
 
 The planner is tested apart from learning: CEM must solve a known quadratic and, with
@@ -7,31 +7,21 @@ actions do.
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from seqvae.data.pusher import GRIPPER_INNER, PusherConfig, PusherSim
-from seqvae.plan_cli import add_parsers
-from seqvae.planning import (
-    CEMConfig,
-    LearnedModel,
-    PlanEvalConfig,
-    PushCostConfig,
-    TrueSimulatorModel,
-    cem_plan,
-    episode_start,
-    evaluate_pusher,
-    frame_pusher_cost,
-    gripper_kinematics,
-    locate_color,
-    pixel_distance_to_goal,
-    pusher_object_cost,
-    run_mpc_episode,
-)
+from seqvae.control.cem import CEMConfig, cem_plan
+from seqvae.control.costs import pixel_distance_to_goal
+from seqvae.worlds.pusher.costs import PushCostConfig, frame_pusher_cost, gripper_kinematics, pusher_object_cost
+from seqvae.worlds.pusher.mpc import run_mpc_episode
+from seqvae.worlds.pusher.planners import LearnedModel, TrueSimulatorModel
+from seqvae.worlds.pusher.planning_eval import PlanEvalConfig, episode_start, evaluate_pusher
+from seqvae.worlds.pusher.sim import PusherSim
+from seqvae.worlds.pusher.tracking import locate_color
+from seqvae.worlds.pusher.world import GRIPPER_INNER
 
 SIM = PusherSim()
 PIXEL = SIM.cfg.pixel  # one pixel in table units (2 / 64)
@@ -297,16 +287,16 @@ def _action_free():
 
 # ------------------------------------------------------------------------ commands
 def run_cli(argv: list[str]):
-    parser = argparse.ArgumentParser()
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    from seqvae.cli import parse
+
+    args = parse(argv)
     return args.func(args)
 
 
 def test_plan_command_without_a_model(tmp_path, capsys):
-    results = run_cli(["plan", "--methods", "random,true_sim,learned", "--episodes", "1", "--steps", "3",
-                       "--horizon", "3", "--candidates", "10", "--elites", "2", "--iterations", "1",
-                       "--render", "0", "--out-dir", str(tmp_path)])
+    results = run_cli(["plan", "plan.methods=[random, true_sim, learned]", "plan.episodes=1", "plan.steps=3",
+                       "plan.cem.horizon=3", "plan.cem.candidates=10", "plan.cem.elites=2", "plan.cem.iterations=1",
+                       "plan.render_episodes=0", f"out_dir={tmp_path}"])
     out = capsys.readouterr().out
     assert "skipping the learned-model planner" in out and "| CEM + true simulator (state cost) | 1 |" in out
     assert set(results["methods"]) == {"random", "true_sim"}

@@ -1,4 +1,4 @@
-"""The procedural pushing world (seqvae.data.pusher) and its data set (pusher_dataset)."""
+"""The procedural pushing world (seqvae.worlds.pusher) and its data set."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,15 +8,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from seqvae.data.pusher import (
-    GRIPPER_INNER,
-    PusherConfig,
-    PusherSim,
-    PusherState,
-    episode_uniforms,
-    sample_episodes,
-)
-from seqvae.data.pusher_dataset import PusherDataConfig, PusherDataset, item_seed
+from seqvae.worlds.pusher.policy import episode_uniforms, sample_episodes
+from seqvae.worlds.pusher.sim import PusherSim
+from seqvae.worlds.pusher.world import GRIPPER_INNER, PusherConfig, PusherState
+from seqvae.worlds.pusher.dataset import PusherDataConfig, PusherDataset, item_seed
 from seqvae.registry import DATASETS
 
 CFG = PusherConfig()
@@ -335,11 +330,11 @@ def test_texture_contrast_scales_the_table_pattern_and_zero_gives_a_plain_table(
 
 
 def test_data_config_world_is_the_simulator_the_data_set_and_the_planner_use():
-    from seqvae.planning import sim_for_model
+    from seqvae.worlds.pusher.planning_eval import sim_for_model
 
-    data_cfg = PusherDataConfig(num_objects=2, gripper_radius=0.18, object_radius=0.2, max_step=0.1,
-                                texture_contrast=0.35, shadow_strength=0.2, tile_probability=0.5)
-    world = data_cfg.world()
+    data_cfg = PusherDataConfig(world=PusherConfig(num_objects=2, gripper_radius=0.18, object_radius=0.2, max_step=0.1,
+                                                   texture_contrast=0.35, shadow_strength=0.2, tile_probability=0.5))
+    world = data_cfg.world
     assert PusherDataset(data_cfg, "test").sim.cfg == world == sim_for_model(data_cfg).cfg
     assert (world.num_objects, world.gripper_radius, world.texture_contrast, world.shadow_strength,
             world.tile_probability) == (2, 0.18, 0.35, 0.2, 0.5)

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from seqvae import render
+from seqvae.render.panels import BORDER
 from seqvae.render import (
-    BORDER,
     CONTEXT_COLOR,
     PREDICTED_COLOR,
     TRUTH_COLOR,

@@ -1,4 +1,4 @@
-"""seqvae.rollout: batched, reproducible conditional rollouts with common random numbers.
+"""seqvae.control.rollout: batched, reproducible conditional rollouts with common random numbers.
 
 The tiny models have their BatchNorm statistics set from one batch (as a trained model
 has them); with the initial statistics the frames barely depend on actions or latents
@@ -15,7 +15,7 @@ from torch import nn
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.gaussian import OptimalSigmaGaussian
 from seqvae.models.svg import SVG, SVGConfig, build_svg
-from seqvae.rollout import RolloutResult, auto_max_batch, rollout, row_bytes
+from seqvae.control.rollout import RolloutResult, auto_max_batch, rollout, row_bytes
 
 B, N_CTX, HORIZON, A, S = 2, 2, 3, 2, 2
 # Different batch sizes may run different oneDNN convolution kernels (other summation
@@ -239,13 +239,9 @@ def make_checkpoint(path, actions: bool = True):
 
 
 def run_cli(argv: list[str]) -> None:
-    import argparse
+    from seqvae.cli import parse
 
-    from seqvae.plan_cli import add_parsers
-
-    parser = argparse.ArgumentParser()
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = parse(argv)
     args.func(args)
 
 

@@ -29,7 +29,7 @@ def make(prior="learned", skip="last_context", actions=False, backbone="dcgan16"
                         n_future=T - 2, prior=prior, skip=skip, action_conditioned=actions)
         return build_svg(cfg, head, DataSpec(C, 64, 64, T, A))
     model = SVG(DCGANEncoder64(16, C, nf=16), DCGANDecoder64(16, head.num_params(C), nf=16), head,
-                channels=C, g_dim=16, z_dim=4, rnn_size=32, predictor_layers=2, prior_layers=1,
+                spec=DataSpec(C, 64, 64, T, A), g_dim=16, z_dim=4, rnn_size=32, predictor_layers=2, prior_layers=1,
                 posterior_layers=1, n_past=2, n_future=T - 2, n_eval=T - 2, prior=prior,
                 action_dim=A if actions else 0, skip=skip)
     return calibrate(model, {"frames": frames(seed=99), "actions": torch.randn(B, T, A)})
@@ -319,7 +319,7 @@ def test_learns_moving_square():
     per dimension (σ* tracks the MSE, so this needs sharper predictions, not just a new σ)."""
     torch.manual_seed(0)
     model = SVG(DCGANEncoder64(16, 1, nf=16), DCGANDecoder64(16, 1, nf=16), OptimalSigmaGaussian(ema_decay=0.8),
-                channels=1, g_dim=16, z_dim=4, rnn_size=32, predictor_layers=1, prior_layers=1,
+                spec=DataSpec(1, 64, 64, 4), g_dim=16, z_dim=4, rnn_size=32, predictor_layers=1, prior_layers=1,
                 posterior_layers=1, n_past=2, n_future=2, n_eval=4)
     train, test = moving_squares(64, 4, seed=0), moving_squares(16, 4, seed=1)
 

@@ -7,7 +7,7 @@
 
 Models have random weights at the BAIR SVG-LP size (g_dim 128, z_dim 64, rnn 256, 64×64×3,
 action-conditioned with 4-D actions); each rollout predicts ``--horizon`` (10) frames from
-2 context frames through :func:`seqvae.rollout.rollout` (one batched pass over
+2 context frames through :func:`seqvae.control.rollout.rollout` (one batched pass over
 B·K·S rows, chunked to its memory budget; the chunk size is reported). ``bf16`` runs
 under ``torch.autocast("cpu", torch.bfloat16)`` (pays on CPUs with AVX512-BF16 / AMX).
 Rows are timed as the median of ``--repeats`` runs after a small warm-up run (8 rows).
@@ -27,8 +27,11 @@ import torch
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.gaussian import OptimalSigmaGaussian
 from seqvae.models.svg import SVGConfig, build_svg
-from seqvae.planning import CEMConfig, PusherSim, TrueSimulatorModel, cem_plan, episode_start
-from seqvae.rollout import auto_max_batch, rollout
+from seqvae.control.cem import CEMConfig, cem_plan
+from seqvae.worlds.pusher.planners import TrueSimulatorModel
+from seqvae.worlds.pusher.planning_eval import episode_start
+from seqvae.worlds.pusher.sim import PusherSim
+from seqvae.control.rollout import auto_max_batch, rollout
 
 N_CTX, ACTION_DIM = 2, 4
 

@@ -35,7 +35,7 @@ def windows(lines: list[dict], split: str, width: int) -> dict[int, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="configs/demo/svg_pusher.yaml")
+    parser.add_argument("--config", default="configs/demo/svg.yaml")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--window", type=int, default=100, help="steps per averaging window of the train curve")
     parser.add_argument("--out", default="runs/bf16_parity")

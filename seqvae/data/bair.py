@@ -53,7 +53,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from seqvae.config import ComponentConfig
+from seqvae.registry import ComponentConfig
 from seqvae.data.spec import DataSpec
 from seqvae.registry import DATASETS
 

@@ -21,7 +21,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from seqvae.config import ComponentConfig
+from seqvae.registry import ComponentConfig
 from seqvae.data.spec import DataSpec
 from seqvae.registry import DATASETS
 

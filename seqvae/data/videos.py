@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from seqvae.config import ComponentConfig
+from seqvae.registry import ComponentConfig
 from seqvae.data.spec import DataSpec
 from seqvae.registry import DATASETS
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from einops import reduce
 from torch import Tensor
 
-from seqvae.config import ComponentConfig
+from seqvae.registry import ComponentConfig
 from seqvae.likelihoods.base import LikelihoodHead, rand
 from seqvae.registry import LIKELIHOODS
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor
 
-from seqvae.config import ComponentConfig
+from seqvae.registry import ComponentConfig
 from seqvae.likelihoods.base import LikelihoodHead, rand, to_uint8_levels
 from seqvae.registry import LIKELIHOODS
 

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-from seqvae.config import ComponentConfig
+from seqvae.registry import ComponentConfig
 from seqvae.likelihoods.base import LikelihoodHead, rand, randn, to_uint8_levels
 from seqvae.likelihoods.categorical import LEVELS, DiscreteHead
 from seqvae.likelihoods.gaussian import OptimalSigmaGaussian, mean_activation

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from einops import reduce
 from torch import Tensor, nn
 
-from seqvae.config import ComponentConfig
+from seqvae.registry import ComponentConfig
 from seqvae.likelihoods.base import LOG_2PI, LikelihoodHead, randn
 from seqvae.registry import LIKELIHOODS
 

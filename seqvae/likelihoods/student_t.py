@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from einops import reduce
 from torch import Tensor, nn
 
-from seqvae.config import ComponentConfig
+from seqvae.registry import ComponentConfig
 from seqvae.likelihoods.base import LikelihoodHead, rand
 from seqvae.likelihoods.gaussian import mean_activation
 from seqvae.registry import LIKELIHOODS

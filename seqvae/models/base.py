@@ -1,40 +1,97 @@
-"""The one model interface: a sequence VAE over frames ``x[B, T, C, H, W]``.
-
-Every model (image VAE, hierarchical VAE, SVG-LP/FP/deterministic) carries a likelihood
-head (``self.likelihood``) and implements:
-
-* ``forward(batch) -> ELBO``: the structured bound of :mod:`seqvae.models.output`;
-* ``reconstruct(batch) -> [B, T, C, H, W]``: the head's mean given posterior latents;
-* ``generate(batch, generator) -> [B, T, C, H, W]``: samples from the prior. An image
-  model ignores the batch's content (it uses only its size); a video model takes its
-  context frames (and actions) from the batch and predicts the rest.
+"""The model contracts: every model is a :class:`SequenceVAE` over frames
+``x[B, T, C, H, W]``; video models also satisfy :class:`VideoPredictor` (what rollouts,
+video evaluation and planning use); image VAEs with one Gaussian latent are
+:class:`SingleLatentVAE` (what latent analysis uses). Code asks these contracts, never
+probes a model's attributes.
 
 Batches are dicts as in :mod:`seqvae.data.spec` with float frames in [0, 1] (the trainer
-converts). The training loop only ever calls these methods.
+converts). The training loop only ever calls ``forward``, ``reconstruct``, ``generate``
+and ``scalars``.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
+from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.base import LikelihoodHead
 from seqvae.models.output import ELBO
 
 
 class SequenceVAE(nn.Module):
+    """Base of every model. A subclass sets ``likelihood`` (its head) and ``spec`` (the
+    frame shape, sequence length and action size it was built for) in its constructor."""
+
     likelihood: LikelihoodHead
+    spec: DataSpec
 
     def forward(self, batch: dict[str, Tensor]) -> ELBO:  # pragma: no cover - interface
+        """The structured bound of :mod:`seqvae.models.output`."""
         raise NotImplementedError
 
     @torch.no_grad()
     def reconstruct(self, batch: dict[str, Tensor]) -> Tensor:  # pragma: no cover - interface
+        """The head's mean given posterior latents, ``[B, T, C, H, W]``."""
         raise NotImplementedError
 
     @torch.no_grad()
     def generate(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:  # pragma: no cover
+        """Samples from the prior, ``[B, T, C, H, W]``. An image model uses only the batch's
+        size; a video model takes its context frames (and actions) from the batch."""
         raise NotImplementedError
 
     def scalars(self) -> dict[str, Tensor | float]:
         """Scalars for logs: the head's (σ, effective β) by default."""
         return dict(self.likelihood.scalars())
+
+
+@runtime_checkable
+class VideoPredictor(Protocol):
+    """A model that predicts future frames from context frames (and actions).
+
+    ``predict`` takes ``context[B, n_ctx, C, H, W]`` in [0, 1] and returns
+    ``[B, n_future, C, H, W]``; ``actions[B, >= n_ctx + n_future - 1, A]`` (``a_t`` moves
+    frame ``t`` to ``t + 1``) only when ``action_dim > 0``; the latents come from
+    ``generator`` or, when given, ``noise[B, n_ctx - 1 + n_future, z_dim]`` (each row then
+    depends on its own noise only). ``encode(frames[B, T, C, H, W])`` returns the frame
+    codes and the decoder's skip maps (used to size rollout chunks).
+    """
+
+    spec: DataSpec     # frame shape the model was built for
+    n_past: int        # context frames it was trained with
+    n_eval: int        # frames it predicts at evaluation
+    z_dim: int         # latent size per frame (0: deterministic)
+    action_dim: int    # action size (0: action-free)
+
+    def predict(self, context: Tensor, n_future: int, actions: Tensor | None = None,
+                generator: torch.Generator | None = None, sample_pixels: bool = False,
+                noise: Tensor | None = None) -> Tensor: ...
+
+    def encode(self, frames: Tensor) -> tuple[Tensor, list[Tensor]]: ...
+
+
+def is_video_model(model: nn.Module) -> bool:
+    """Whether ``model`` predicts videos (satisfies :class:`VideoPredictor`)."""
+    return isinstance(model, VideoPredictor)
+
+
+class SingleLatentVAE(SequenceVAE):
+    """An image VAE with one Gaussian latent, whose posterior can be read directly."""
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - interface
+        """Posterior ``(mu, logvar)``, each ``[B, D]``, of images ``x[B, C, H, W]``."""
+        raise NotImplementedError
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block and restore its previous mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

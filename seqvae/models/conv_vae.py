@@ -15,10 +15,10 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from seqvae.config import ComponentConfig
+from seqvae.registry import ComponentConfig
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.base import LikelihoodHead
-from seqvae.models.base import SequenceVAE
+from seqvae.models.base import SingleLatentVAE
 from seqvae.models.output import ELBO, gaussian_kl
 from seqvae.registry import MODELS
 
@@ -28,7 +28,7 @@ def _conv_out(size: int) -> int:
     return (size + 2 - 4) // 2 + 1
 
 
-class ConvVAE(SequenceVAE):
+class ConvVAE(SingleLatentVAE):
     def __init__(self, head: LikelihoodHead, spec: DataSpec, base_channels: int = 32, latent_dim: int = 20,
                  num_layers: int = 3) -> None:
         super().__init__()

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-from seqvae.config import ComponentConfig
+from seqvae.registry import ComponentConfig
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.base import LOG_2PI, LikelihoodHead
 from seqvae.likelihoods.gaussian import soft_clip

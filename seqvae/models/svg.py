@@ -47,7 +47,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from seqvae.config import ComponentConfig
+from seqvae.registry import ComponentConfig
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.base import LikelihoodHead
 from seqvae.models.base import SequenceVAE
@@ -111,7 +111,7 @@ class SVG(SequenceVAE):
     """SVG-LP / SVG-FP / deterministic video predictor with a likelihood head."""
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: LikelihoodHead, *,
-                 channels: int, g_dim: int, z_dim: int, rnn_size: int, predictor_layers: int,
+                 spec: DataSpec, g_dim: int, z_dim: int, rnn_size: int, predictor_layers: int,
                  prior_layers: int, posterior_layers: int, n_past: int, n_future: int, n_eval: int,
                  prior: str = "learned", action_dim: int = 0, skip: str = "last_context") -> None:
         super().__init__()
@@ -122,7 +122,8 @@ class SVG(SequenceVAE):
         if n_past < 1:
             raise ValueError(f"n_past must be at least 1, got {n_past}")
         self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
-        self.channels, self.g_dim, self.rnn_size = channels, g_dim, rnn_size
+        self.spec = spec  # frame shape (and actions) the model was built for; checked against the data
+        self.channels, self.g_dim, self.rnn_size = spec.channels, g_dim, rnn_size
         self.z_dim = z_dim if prior != "none" else 0
         self.n_past, self.n_future, self.n_eval = n_past, n_future, n_eval
         self.prior_kind, self.action_dim, self.skip = prior, action_dim, skip
@@ -280,7 +281,7 @@ class SVG(SequenceVAE):
         by action-conditioned models. All randomness comes from ``generator``, or, for the
         latents, from ``noise[B, n_ctx - 1 + n_future, z_dim]`` when given: each row's
         rollout then depends on its own noise only, whatever else is in the batch (what
-        :mod:`seqvae.rollout` uses to make chunked and batched rollouts equal).
+        :mod:`seqvae.control.rollout` uses to make chunked and batched rollouts equal).
         """
         b, n_ctx = context.shape[:2]
         if context.dim() != 5 or n_ctx < 1:
@@ -337,12 +338,10 @@ def build_svg(cfg: SVGConfig, head: LikelihoodHead, spec: DataSpec) -> SVG:
         widths = {"nf": cfg.width}
     elif cfg.width != 64:
         raise ValueError(f"model.width applies to dcgan64 only (vgg64 has the original fixed widths), got {cfg.width}")
-    model = SVG(
+    return SVG(
         encoder_cls(cfg.g_dim, spec.channels, **widths), decoder_cls(cfg.g_dim, head.num_params(spec.channels), **widths), head,
-        channels=spec.channels, g_dim=cfg.g_dim, z_dim=cfg.z_dim, rnn_size=cfg.rnn_size,
+        spec=spec, g_dim=cfg.g_dim, z_dim=cfg.z_dim, rnn_size=cfg.rnn_size,
         predictor_layers=cfg.predictor_layers, prior_layers=cfg.prior_layers,
         posterior_layers=cfg.posterior_layers, n_past=cfg.n_past, n_future=cfg.n_future, n_eval=cfg.n_eval,
         prior=cfg.prior, action_dim=spec.action_dim if cfg.action_conditioned else 0, skip=cfg.skip,
     )
-    model.spec = spec  # frame shape the model was built for (checked against the data)
-    return model

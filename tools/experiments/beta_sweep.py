@@ -137,11 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         result, model, cfg = common.evaluate_run(run_dir, device, args.eval_batches)
         fid = None
         if weights is not None:
-            from seqvae.analysis import sample_fid
+            from seqvae.evaluation.images import sample_fid
             from seqvae.build import build_data
 
             fid = sample_fid(model, build_data(cfg, "test"), args.fid_samples, weights, device)
-        from seqvae.analysis import prior_samples
+        from seqvae.evaluation.images import prior_samples
 
         beta = row_beta(v, result)
         label = v.label if v.beta is not None else f"{v.label}\n(β_eff {beta:.3g})"

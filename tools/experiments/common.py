@@ -12,7 +12,7 @@ Every tool (β sweep = Table 1 / Fig. 3, decoder table = Table 2, information = 
    ``OUT/runs/<variant>``. A run folder whose checkpoint already reached ``train.steps``
    is skipped, one that stopped early is resumed, and a folder holding a run of a
    *different* config is never touched: the tool stops and says so (:func:`ensure_trained`).
-3. **Evaluation.** The test-split bound with :func:`seqvae.eval.evaluate_elbo`
+3. **Evaluation.** The test-split bound with :func:`seqvae.evaluation.elbo.evaluate_elbo`
    (:func:`evaluate_run`), FID only when Inception weights are on disk (:func:`fid_weights`).
 4. **Reporting.** ``OUT/table.md`` (markdown), ``OUT/results.json`` and PNG plots
    (matplotlib, Agg backend).
@@ -43,7 +43,7 @@ from seqvae import amp  # noqa: E402
 from seqvae.build import build_data, load_model  # noqa: E402
 from seqvae.checkpoint import load_checkpoint  # noqa: E402
 from seqvae.config import ConfigError, RunConfig, apply_overrides  # noqa: E402
-from seqvae.eval import evaluate_elbo  # noqa: E402
+from seqvae.evaluation.elbo import evaluate_elbo  # noqa: E402
 from seqvae.registry import LIKELIHOODS  # noqa: E402
 
 __all__ = [
@@ -260,7 +260,7 @@ def evaluate_run(run_dir: str | Path, device: torch.device, eval_batches: int | 
                  batch_size: int | None = None) -> tuple[dict[str, Any], Any, RunConfig]:
     """Load ``run_dir``'s checkpoint and evaluate the −log p bound on its test split.
 
-    Returns ``(result, model, cfg)``: ``result`` is :func:`seqvae.eval.evaluate_elbo`'s
+    Returns ``(result, model, cfg)``: ``result`` is :func:`seqvae.evaluation.elbo.evaluate_elbo`'s
     dict (neg_elbo, nll, kl, bpd, valid_bound, σ / β_eff, …) plus ``step`` and
     ``discrete`` (the bound is of the 8-bit data).
     """
@@ -277,10 +277,10 @@ def evaluate_run(run_dir: str | Path, device: torch.device, eval_batches: int | 
 def fid_weights(path: str | None) -> tuple[str | None, str]:
     """``(weights_path, note)``: the Inception weights to use, or None and why FID is n/a.
 
-    Never downloads (see :func:`seqvae.fid.inception_weights_path`).
+    Never downloads (see :func:`seqvae.evaluation.fid.inception_weights_path`).
     """
-    from seqvae.fid import inception_weights_path
-    from seqvae.metrics import MissingWeightsError
+    from seqvae.evaluation.fid import inception_weights_path
+    from seqvae.evaluation.metrics import MissingWeightsError
 
     try:
         return inception_weights_path(path, download=False), ""

@@ -3,7 +3,7 @@
 The rate splits as (Eq. 6) ``E_x KL(q(z|x) ‖ p(z)) = I(x; z) + KL(m(z) ‖ p(z))`` with
 m(z) the aggregate posterior. For each run of a β sweep the tool collects the encoder's
 posteriors on the test split and estimates the three terms with
-:func:`seqvae.latent_analysis.analyze_latents` (exact rate; marginal KL by Monte Carlo as
+:func:`seqvae.evaluation.latents.analyze_latents` (exact rate; marginal KL by Monte Carlo as
 in Rosca et al. 2018; MI = rate − marginal KL, with standard errors). Lower β should raise
 MI and, past some point, the marginal KL (poor prior samples); the σ-VAE, placed at its
 learned effective β = 2σ², should sit near that inflection point.
@@ -70,9 +70,10 @@ def discover_runs(folder: Path) -> list[Path]:
 
 def analyse_run(run_dir: Path, args: argparse.Namespace, device: torch.device) -> dict[str, Any] | str:
     """One row (rate, MI, marginal KL …) for ``run_dir``, or a string saying why it was skipped."""
-    from seqvae.analysis import split_posteriors
+    from seqvae.evaluation.images import split_posteriors
+    from seqvae.models.base import SingleLatentVAE
     from seqvae.build import build_data
-    from seqvae.latent_analysis import analyze_latents
+    from seqvae.evaluation.latents import analyze_latents
 
     result, model, cfg = common.evaluate_run(run_dir, device, args.eval_batches)
     head = cfg.likelihood.name
@@ -82,8 +83,8 @@ def analyse_run(run_dir: Path, args: argparse.Namespace, device: torch.device) -
         beta, learned = float(result["beta_eff"]), True
     else:
         return f"{run_dir.name}: head {head!r} has no β (neither beta_vae nor a learned-σ Gaussian); skipped"
-    if not hasattr(model, "encode"):
-        return f"{run_dir.name}: model {cfg.model.name!r} has no encode(x); skipped"
+    if not isinstance(model, SingleLatentVAE):
+        return f"{run_dir.name}: model {cfg.model.name!r} has no single Gaussian latent; skipped"
     mu, logvar = split_posteriors(model, build_data(cfg, "test"), args.max_examples, cfg.train.batch_size, device)
     stats = analyze_latents(mu, logvar, num_samples=args.mc_samples,
                             generator=torch.Generator().manual_seed(args.mc_seed))

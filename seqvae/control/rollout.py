@@ -34,15 +34,15 @@ explicit ``horizon`` (one "candidate", K = 1).
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from einops import rearrange, repeat
-from torch import Tensor, nn
+from torch import Tensor
 
 from seqvae import amp
+from seqvae.io import frames_to_float
+from seqvae.models.base import VideoPredictor, eval_mode
 
 # cost_fn(frames[n, horizon, C, H, W] float in [0, 1], index[n, 3] long: (b, k, s) of each row) -> costs[n]
 CostFn = Callable[[Tensor, Tensor], Tensor]
@@ -68,41 +68,25 @@ class RolloutResult:
     noise: Tensor | None = None
 
 
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for the block and restore its previous mode after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def row_bytes(model: nn.Module, frame_shape: tuple[int, int, int], horizon: int, keep_frames: bool) -> int:
+def row_bytes(model: VideoPredictor, frame_shape: tuple[int, int, int], horizon: int, keep_frames: bool,
+              device: torch.device | str = "cpu") -> int:
     """Rough working memory of one rollout row in bytes (float32 activations).
 
-    Probes the encoder with one blank frame and counts its feature maps: a decoder step
-    holds about as many again, plus transients; the kept context skip terms and the
-    predicted frames (when returned) come on top. A model without an ``encoder`` is
-    assumed to hold four frames' worth of features.
+    Encodes one blank frame and counts its skip feature maps: a decoder step holds about
+    as many again, plus transients; the kept context skip terms and the predicted frames
+    (when returned) come on top. At least four frames' worth of features are assumed.
     """
     frame = frame_shape[0] * frame_shape[1] * frame_shape[2]
-    encoder = getattr(model, "encoder", None)
-    if encoder is None:          # not an SVG-like model: assume a few frames' worth of activations
-        features = 4 * frame
-    else:
-        param = next(encoder.parameters())
-        with torch.no_grad(), eval_mode(model):
-            _, skips = encoder(torch.zeros(1, *frame_shape, device=param.device, dtype=param.dtype))
-        features = sum(s.numel() for s in skips)
+    with torch.no_grad(), eval_mode(model):
+        _, skips = model.encode(torch.zeros(1, 1, *frame_shape, device=device))
+    features = max(sum(s.numel() for s in skips), 4 * frame)
     per_row = 8 * features + 4 * frame
     if keep_frames:
         per_row += horizon * frame
     return 4 * per_row
 
 
-def auto_max_batch(model: nn.Module, frame_shape: tuple[int, int, int], horizon: int, device: torch.device,
+def auto_max_batch(model: VideoPredictor, frame_shape: tuple[int, int, int], horizon: int, device: torch.device,
                    keep_frames: bool, budget_bytes: int | None = None) -> int:
     """Rows per chunk that fit ``budget_bytes`` (default: 2 GiB on CPU, half the free GPU memory)."""
     if budget_bytes is None:
@@ -111,10 +95,10 @@ def auto_max_batch(model: nn.Module, frame_shape: tuple[int, int, int], horizon:
             budget_bytes = int(free * GPU_BUDGET_FRACTION)
         else:
             budget_bytes = DEFAULT_CPU_BUDGET
-    return max(1, budget_bytes // row_bytes(model, frame_shape, horizon, keep_frames))
+    return max(1, budget_bytes // row_bytes(model, frame_shape, horizon, keep_frames, device))
 
 
-def _check_inputs(model: nn.Module, context: Tensor, actions: Tensor | None, horizon: int | None,
+def _check_inputs(model: VideoPredictor, context: Tensor, actions: Tensor | None, horizon: int | None,
                   context_actions: Tensor | None, num_samples: int) -> tuple[int, int, int]:
     """Validate shapes; return ``(K, horizon, action_dim)``."""
     if context.dim() != 5:
@@ -122,13 +106,13 @@ def _check_inputs(model: nn.Module, context: Tensor, actions: Tensor | None, hor
     b, n_ctx = context.shape[:2]
     if b < 1 or n_ctx < 1:
         raise ValueError(f"context needs at least one sequence and one frame, got shape {tuple(context.shape)}")
-    spec = getattr(model, "spec", None)
-    if spec is not None and tuple(context.shape[2:]) != (spec.channels, spec.height, spec.width):
+    spec = model.spec
+    if tuple(context.shape[2:]) != (spec.channels, spec.height, spec.width):
         raise ValueError(f"context frames are {tuple(context.shape[2:])} but the model was built for "
                          f"{(spec.channels, spec.height, spec.width)} (C, H, W)")
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-    a_dim = int(getattr(model, "action_dim", 0))
+    a_dim = model.action_dim
     if a_dim == 0:
         if actions is not None:
             raise ValueError("this model is not action-conditioned: pass actions=None and horizon=N "
@@ -153,7 +137,7 @@ def _check_inputs(model: nn.Module, context: Tensor, actions: Tensor | None, hor
 
 
 @torch.no_grad()
-def rollout(model: nn.Module, context: Tensor, actions: Tensor | None = None, num_samples: int = 1, *,
+def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = None, num_samples: int = 1, *,
             generator: torch.Generator | None, horizon: int | None = None, context_actions: Tensor | None = None,
             cost_fn: CostFn | None = None, max_batch: int | None = None, return_frames: bool = True,
             precision: str = "auto", memory_budget: int | None = None) -> RolloutResult:
@@ -185,17 +169,17 @@ def rollout(model: nn.Module, context: Tensor, actions: Tensor | None = None, nu
     """
     k, horizon, a_dim = _check_inputs(model, context, actions, horizon, context_actions, num_samples)
     device = context.device
-    param = next(model.parameters(), None)
+    param = next(iter([*model.parameters(), *model.buffers()]), None)
     if param is not None and param.device != device:
         raise ValueError(f"the context is on {device} but the model is on {param.device}; move one of them")
     b, n_ctx = context.shape[:2]
     s = num_samples
     frame_shape = tuple(context.shape[2:])
-    ctx = context.float() / 255.0 if context.dtype == torch.uint8 else context.float()
+    ctx = frames_to_float(context)
     dtype = amp.resolve(precision, device)
 
     # Latent noise for all rollouts, drawn once and shared by the K candidates.
-    z_dim = int(getattr(model, "z_dim", 0))
+    z_dim = model.z_dim
     noise = None
     if z_dim:
         gen_device = generator.device if generator is not None else device
@@ -225,7 +209,7 @@ def rollout(model: nn.Module, context: Tensor, actions: Tensor | None = None, nu
             chunk_noise = None if noise is None else noise[bi, si]
             with amp.autocast(device, dtype):
                 pred = model.predict(ctx[bi], horizon, chunk_actions, generator=generator, noise=chunk_noise)
-            pred = pred.float().clamp_(0.0, 1.0)                                 # (n, horizon, C, H, W)
+            pred = pred.float().clamp(0.0, 1.0)                                  # (n, horizon, C, H, W)
             if frames_out is not None:
                 frames_out[rows] = pred
             if costs_out is not None:

@@ -10,7 +10,7 @@ features come from ``torch_fidelity.feature_extractor_inceptionv3.FeatureExtract
 to three channels here. Its weights
 (``weights-inception-2015-12-05-6726825d.pth``) are looked up locally and never
 downloaded implicitly: pass ``weights_path``, or put the file in
-``torch.hub.get_dir()/checkpoints/``; otherwise :class:`~seqvae.metrics.MissingWeightsError`.
+``torch.hub.get_dir()/checkpoints/``; otherwise :class:`~seqvae.evaluation.metrics.MissingWeightsError`.
 
 The trace of the matrix square root is computed by default from the eigenvalues of the
 symmetric PSD matrix Σ₁^{1/2} Σ₂ Σ₁^{1/2} (same spectrum as Σ₁Σ₂), which is real, stable for
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqvae.metrics import MissingWeightsError
+from seqvae.evaluation.metrics import MissingWeightsError
 
 __all__ = [
     "INCEPTION_URL",

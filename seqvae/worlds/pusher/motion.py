@@ -4,7 +4,7 @@ PSNR and SSIM hardly notice whether a video predictor moves the few hundred pixe
 pushed object: a model that leaves every object where it was in the last context frame
 scores almost as well as one that pushes them. On the embedded pushing world the objects'
 colours and true positions are known, so each object can be tracked by its colour
-(:func:`seqvae.planning.locate_color`, frame by frame, starting from its true position in
+(:func:`seqvae.worlds.pusher.tracking.locate_color`, frame by frame, starting from its true position in
 the last context frame) in every predicted sample, and its travel compared with the truth.
 
 ``object_motion`` reports, over the objects that really move during the predicted frames,
@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from seqvae import amp
-from seqvae.planning import locate_color
-from seqvae.video_eval import eval_batches, sample_futures
+from seqvae.evaluation.video import sampled_batches
+from seqvae.models.base import eval_mode
+from seqvae.worlds.pusher.tracking import locate_color
 
 
 @dataclass
@@ -108,27 +108,54 @@ def object_motion(samples: Tensor, truth: Tensor, object_pos: Tensor, object_mas
     return summarize_motion(per_object_motion(samples, truth, object_pos, object_mask, object_color), threshold)
 
 
-@torch.no_grad()
-def evaluate_object_motion(model, dataset, *, n_samples: int = 16, n_sequences: int = 32, batch_size: int = 8,
-                           device: torch.device, dtype: torch.dtype | None = None, threshold: float = 0.15,
-                           seed: int = 0) -> ObjectMotion:
-    """:func:`object_motion` of ``n_samples`` futures of the first ``n_sequences`` sequences
-    of a pusher evaluation split (items carrying ``object_pos``, ``object_mask`` and
-    ``object_color``), ``batch_size`` sequences at a time."""
-    if len(dataset) == 0 or not all(k in dataset[0] for k in ("object_pos", "object_mask", "object_color")):
-        raise ValueError("object motion needs items with object_pos, object_mask and object_color "
-                         "(the embedded pusher data set); this data set has none")
-    model.eval()
-    n_ctx = model.n_past
-    generator = torch.Generator(device=device).manual_seed(seed)
-    parts: dict[str, list[Tensor]] = {}
-    for batch, n_future in eval_batches(model, dataset, n_sequences, batch_size, device):
-        frames = batch["frames"]
-        with amp.autocast(device, dtype):
-            samples = sample_futures(model, frames[:, :n_ctx], n_future, n_samples, batch.get("actions"), generator)
-        per = per_object_motion(samples.float().clamp(0, 1), frames[:, n_ctx:n_ctx + n_future],
+class ObjectMotionMetric:
+    """:func:`object_motion` as a video metric fed batch by batch (registered for the
+    ``pusher`` data set, so ``seqvae eval`` and the demo report it on their own samples)."""
+
+    name = "object_motion"
+
+    def __init__(self, threshold: float = 0.15) -> None:
+        self.threshold = threshold
+        self.parts: dict[str, list[Tensor]] = {}
+
+    def update(self, batch: dict[str, Tensor], samples: Tensor, n_ctx: int, n_future: int) -> None:
+        missing = [k for k in ("object_pos", "object_mask", "object_color") if k not in batch]
+        if missing:
+            raise ValueError(f"object motion needs items with object_pos, object_mask and object_color "
+                             f"(the embedded pusher data set); these lack {', '.join(missing)}")
+        per = per_object_motion(samples.float().clamp(0, 1), batch["frames"][:, n_ctx:n_ctx + n_future],
                                 batch["object_pos"][:, n_ctx - 1:n_ctx + n_future], batch["object_mask"],
                                 batch["object_color"])
         for name, value in per.items():
-            parts.setdefault(name, []).append(value.cpu())
-    return summarize_motion({name: torch.cat(values) for name, values in parts.items()}, threshold)
+            self.parts.setdefault(name, []).append(value.cpu())
+
+    def result(self) -> ObjectMotion:
+        if not self.parts:
+            raise ValueError("object motion: no batch was evaluated")
+        return summarize_motion({name: torch.cat(values) for name, values in self.parts.items()}, self.threshold)
+
+    def summary(self) -> dict[str, float | int | None]:
+        return self.result().summary()
+
+    def report(self) -> list[str]:
+        m = self.result()
+        return [f"{m.moving} of {m.objects} objects move > {self.threshold:g} table units in the truth (mean "
+                f"{m.true_displacement:.2f}); the samples move them {m.predicted_displacement:.2f} "
+                f"(objects that stay: {m.still_predicted_displacement:.2f})",
+                f"best sample's final object position is off by {m.best_error:.2f} vs "
+                f"{m.true_displacement:.2f} if they stayed put (colour tracker; its floor {m.tracker_error:.2f})"]
+
+
+@torch.no_grad()
+def evaluate_object_motion(model, dataset, *, n_samples: int = 16, n_sequences: int = 32, batch_size: int = 8,
+                           device: torch.device, precision: str = "auto", threshold: float = 0.15,
+                           seed: int = 0) -> ObjectMotion:
+    """:func:`object_motion` of ``n_samples`` futures of the first ``n_sequences`` sequences
+    of a pusher evaluation split, ``batch_size`` sequences at a time."""
+    metric = ObjectMotionMetric(threshold)
+    with eval_mode(model):
+        for batch, samples, n_future in sampled_batches(model, dataset, n_samples=n_samples, n_sequences=n_sequences,
+                                                        batch_size=batch_size, device=device, precision=precision,
+                                                        seed=seed):
+            metric.update(batch, samples, model.n_past, n_future)
+    return metric.result()

@@ -1,5 +1,5 @@
 """Data set ``pusher``: random-policy episodes of the procedural pushing world
-(:mod:`seqvae.data.pusher`), the toolkit's no-download default for video prediction.
+(:mod:`seqvae.worlds.pusher`), the toolkit's no-download default for video prediction.
 
 Item ``i`` of split ``s`` is a pure function of ``(seed, s, i)``: its episode is
 simulated and rendered on the fly from uniforms drawn from a ``torch.Generator`` seeded
@@ -31,17 +31,19 @@ one vectorized pass (bit-identical to generating the items one by one).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from seqvae.config import ComponentConfig
-from seqvae.data.pusher import PusherConfig, PusherSim, PushPolicyConfig, RandomPushPolicy, episode_uniforms, sample_episodes
 from seqvae.data.spec import DataSpec
-from seqvae.registry import DATASETS
+from seqvae.registry import DATASETS, ComponentConfig
+from seqvae.worlds.pusher.policy import PushPolicyConfig, RandomPushPolicy, episode_uniforms, sample_episodes
+from seqvae.worlds.pusher.sim import PusherSim
+from seqvae.worlds.pusher.world import ACTION_DIM, PusherConfig
 
 SPLITS = ("train", "val", "test")
 _MASK64 = (1 << 64) - 1
@@ -74,26 +76,19 @@ class PusherDataConfig(ComponentConfig):
     num_test: int = 256
     seed: int = 0                    # data seed: item i of split s depends on (seed, s, i) only
     action_conditioned: bool = True  # False: items carry no "actions" (stochastic future)
-    image_size: int = 64
-    num_objects: int = 3             # at most this many objects (slots K)
-    min_objects: int = 1
-    gripper_radius: float = 0.13     # half-side of the square gripper (table is [-1, 1]²)
-    object_radius: float = 0.16
-    max_step: float = 0.08           # gripper displacement per step at |action| = 1
     target_probability: float = 0.7  # random policy: chance a motion segment heads through an object
-    texture_contrast: float = 1.0    # table pattern strength (0: plain colour; 1: full grain/tiles)
-    shadow_strength: float = 0.35    # how much shadows darken the table (0: none)
-    tile_probability: float = 0.3    # chance that an episode's table is tiled rather than wooden
+    world: PusherConfig = field(default_factory=PusherConfig)  # the simulated world (sizes, table, ...)
 
-    def world(self) -> PusherConfig:
-        """The simulator configuration of this data set (planning on a model trained on it
-        must simulate the same world)."""
-        return PusherConfig(
-            image_size=self.image_size, num_objects=self.num_objects, min_objects=self.min_objects,
-            gripper_radius=self.gripper_radius, object_radius=self.object_radius, max_step=self.max_step,
-            texture_contrast=self.texture_contrast, shadow_strength=self.shadow_strength,
-            tile_probability=self.tile_probability,
-        )
+
+def upgrade_pusher_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """Configs written before the world was nested (e.g. in older checkpoints) had the
+    world's fields beside the data set's: move them into ``world``."""
+    world_keys = {f.name for f in dataclasses.fields(PusherConfig)}
+    flat = {k: v for k, v in raw.items() if k in world_keys}
+    if not flat:
+        return raw
+    rest = {k: v for k, v in raw.items() if k not in world_keys}
+    return {**rest, "world": {**flat, **(rest.get("world") or {})}}
 
 
 class PusherDataset(Dataset):
@@ -113,12 +108,12 @@ class PusherDataset(Dataset):
         self.length = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}[split]
         if self.length < 0:
             raise ValueError(f"data.num_{split} must be non-negative, got {self.length}")
-        self.sim = PusherSim(cfg.world())
+        self.sim = PusherSim(cfg.world)
         self.policy = RandomPushPolicy(self.sim, PushPolicyConfig(target_probability=cfg.target_probability))
         # the episode's uniforms, then one that picks the window's first step
         self.num_uniforms = episode_uniforms(self.sim, self.episode_len) + 1
-        self.spec = DataSpec(3, cfg.image_size, cfg.image_size, self.seq_len,
-                             action_dim=2 if cfg.action_conditioned else 0)
+        self.spec = DataSpec(3, cfg.world.image_size, cfg.world.image_size, self.seq_len,
+                             action_dim=ACTION_DIM if cfg.action_conditioned else 0)
 
     def __len__(self) -> int:
         return self.length
@@ -160,6 +155,6 @@ class PusherDataset(Dataset):
         return items
 
 
-@DATASETS.register("pusher", PusherDataConfig)
+@DATASETS.register("pusher", PusherDataConfig, upgrade=upgrade_pusher_config)
 def build_pusher(cfg: PusherDataConfig, split: str) -> PusherDataset:
     return PusherDataset(cfg, split)

@@ -15,14 +15,12 @@ from torch.utils.data import Dataset
 from seqvae import amp, dist
 from seqvae.data.loader import eval_loader
 from seqvae.data.spec import batch_to_device
-from seqvae.models.base import SequenceVAE
+from seqvae.models.base import SequenceVAE, eval_mode
 
 
 def check_batch(model: SequenceVAE, frames: torch.Tensor) -> None:
     """Clear error when data does not match the model's frame shape."""
-    spec = getattr(model, "spec", None)
-    if spec is None:
-        return
+    spec = model.spec
     expected = (spec.channels, spec.height, spec.width)
     if tuple(frames.shape[2:]) != expected:
         raise ValueError(
@@ -35,11 +33,9 @@ def check_batch(model: SequenceVAE, frames: torch.Tensor) -> None:
 def evaluate_elbo(model: SequenceVAE, dataset: Dataset, batch_size: int, device: torch.device,
                   dtype: torch.dtype | None = None, max_batches: int = 0, seed: int = 1234) -> dict[str, float]:
     """Mean −ELBO (nats), NLL, KL and bits/dim over (at most ``max_batches`` batches of) a split."""
-    was_training = model.training
-    model.eval()
     sums = torch.zeros(5, dtype=torch.float64, device=device)  # neg_elbo, nll, kl, bpd, count
     devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=devices), eval_mode(model):
         torch.manual_seed(seed + dist.rank())
         for i, batch in enumerate(eval_loader(dataset, batch_size, dist.rank(), dist.world())):
             if max_batches and i >= max_batches:
@@ -53,7 +49,6 @@ def evaluate_elbo(model: SequenceVAE, dataset: Dataset, batch_size: int, device:
                 torch.tensor(float(out.nll.shape[0]), device=device),
             ]).double()
     dist.all_reduce_sum(sums)
-    model.train(was_training)
     if sums[4] == 0:
         raise ValueError("the evaluation split is empty")
     n = sums[4].item()

@@ -1,0 +1,62 @@
+"""The ``seqvae`` command line, one module per command:
+
+    seqvae train CONFIG [key=value ...] [--resume] [--dry-run]
+    seqvae eval CKPT [--split test] [--samples N] [key=value ...]
+    seqvae sample CKPT [--num N] [--seed S] [--out FILE]
+    seqvae demo [--minutes M]
+    seqvae analyze CKPT                     (rate, MI, marginal KL, FID)
+    seqvae rollout CKPT ...                 (predicted futures -> .npz + MP4)
+    seqvae plan [CONFIG] [key=value ...]    (closed-loop planning; added by the pushing world)
+    seqvae render INPUT.npz --out FILE      (labelled panels -> MP4 / GIF / PNG)
+
+Under ``torchrun --nproc_per_node=N -m seqvae.cli train ...`` training runs with DDP.
+Errors a user can fix (bad config, missing data, corrupt checkpoint) print one clear
+message and exit with status 2; nothing in the run folder is overwritten.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from seqvae.checkpoint import CheckpointError
+from seqvae.cli import analyze, demo, evaluate, render, rollout, sample, train
+from seqvae.config import ConfigError
+from seqvae.registry import COMMANDS as REGISTERED_COMMANDS
+from seqvae.train import RunFolderError
+
+COMMANDS = (train, evaluate, sample, demo, analyze, rollout, render)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seqvae", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Video prediction with sequential VAEs and calibrated decoders (the σ-VAE).\n\n"
+                    + __doc__.split("\n\n")[1])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    for add_parser in REGISTERED_COMMANDS:   # commands that worlds and data sets add
+        add_parser(sub)
+    return parser
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; ``key=value`` overrides may also follow the flags
+    (``seqvae train CONFIG --resume train.steps=9000``)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if "overrides" not in vars(args) or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        args.func(args)
+    except (ConfigError, CheckpointError, RunFolderError, FileNotFoundError, ValueError) as err:
+        print(f"seqvae {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0

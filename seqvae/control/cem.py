@@ -1,0 +1,122 @@
+"""The cross-entropy method (CEM) over action sequences, the optimiser of visual MPC
+(Finn & Levine 2017; Ebert et al. 2018): sample candidate action sequences, score their
+predicted futures, refit the sampling distribution to the cheapest ("elite") ones.
+Works with any ``predict_costs(actions[K, horizon, A]) -> costs[K]``."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class CEMConfig:
+    """Cross-entropy method over action sequences ``[horizon, A]``.
+
+    Each iteration samples ``candidates`` sequences from a diagonal Gaussian (per time
+    step and action dimension), clipped to ``[action_low, action_high]``, keeps the
+    ``elites`` cheapest and refits mean and std to them:
+    ``new = momentum · old + (1 − momentum) · elite statistic`` (std floored at
+    ``min_std``). ``noise_smoothing`` β correlates the sampling noise in time
+    (``ε_t = β ε_{t−1} + √(1 − β²) n_t``: smoother, more exploratory sequences).
+    ``keep_elites``: the previous iteration's elites are evaluated again in place of as
+    many fresh samples, so the best cost found never gets worse by resampling.
+    """
+
+    iterations: int = 3
+    candidates: int = 200
+    elites: int = 20
+    horizon: int = 10
+    init_std: float = 0.6
+    min_std: float = 0.05
+    momentum: float = 0.1
+    noise_smoothing: float = 0.0
+    keep_elites: bool = True
+    action_low: float = -1.0
+    action_high: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.horizon < 1:
+            raise ValueError("CEM needs iterations and horizon >= 1")
+        if not 1 <= self.elites <= self.candidates:
+            raise ValueError(f"need 1 <= elites <= candidates, got elites={self.elites}, candidates={self.candidates}")
+        if self.keep_elites and self.elites >= self.candidates:
+            raise ValueError("keep_elites needs more candidates than elites (room for fresh samples)")
+        if not self.action_low < self.action_high:
+            raise ValueError(f"need action_low < action_high, got {self.action_low}, {self.action_high}")
+        if self.init_std <= 0 or self.min_std < 0:
+            raise ValueError("init_std must be positive and min_std non-negative")
+        if not 0 <= self.momentum < 1 or not 0 <= self.noise_smoothing < 1:
+            raise ValueError("momentum and noise_smoothing must lie in [0, 1)")
+
+
+@dataclass
+class CEMInfo:
+    """What happened inside one :func:`cem_plan` call."""
+
+    best_cost: float                 # cost of the returned plan (as evaluated)
+    mean: Tensor                     # [horizon, A] final sampling mean
+    std: Tensor                      # [horizon, A] final sampling std
+    best_per_iteration: list[float]  # lowest cost seen in each iteration
+    elite_mean_per_iteration: list[float]
+    evaluations: int                 # candidate sequences scored in total
+
+
+def cem_plan(predict_costs: Callable[[Tensor], Tensor], action_dim: int, cfg: CEMConfig,
+             generator: torch.Generator, init_mean: Tensor | None = None) -> tuple[Tensor, CEMInfo]:
+    """Minimise ``predict_costs`` over action sequences with the cross-entropy method.
+
+    Args:
+        predict_costs: ``actions[K, horizon, A] -> costs[K]`` (lower is better; NaN
+            counts as +inf).
+        action_dim: ``A``.
+        cfg: the CEM settings (:class:`CEMConfig`).
+        generator: source of the candidates' noise; candidates live on its device.
+        init_mean: ``[horizon, A]`` starting mean (e.g. the previous plan shifted by the
+            steps executed since); default the middle of the action box.
+    Returns:
+        ``(best_actions [horizon, A], info)``: the cheapest candidate evaluated (within the
+        bounds) and a :class:`CEMInfo`.
+    """
+    device = generator.device
+    h, a, k = cfg.horizon, action_dim, cfg.candidates
+    low, high = cfg.action_low, cfg.action_high
+    if init_mean is None:
+        mean = torch.full((h, a), 0.5 * (low + high), device=device)
+    else:
+        if tuple(init_mean.shape) != (h, a):
+            raise ValueError(f"init_mean must be [horizon={h}, A={a}], got {tuple(init_mean.shape)}")
+        mean = init_mean.detach().to(device, torch.float32).clamp(low, high)
+    std = torch.full((h, a), cfg.init_std, device=device)
+    best, best_cost = mean.clone(), math.inf
+    elites = None
+    best_per_iter, elite_mean_per_iter = [], []
+    beta = cfg.noise_smoothing
+    for _ in range(cfg.iterations):
+        eps = torch.randn(k, h, a, generator=generator, device=device)
+        if beta > 0:
+            for t in range(1, h):
+                eps[:, t] = beta * eps[:, t - 1] + math.sqrt(1 - beta * beta) * eps[:, t]
+        cand = (mean + std * eps).clamp(low, high)                                  # (K, H, A)
+        if cfg.keep_elites and elites is not None:
+            cand[: elites.shape[0]] = elites
+        costs = predict_costs(cand)
+        if not isinstance(costs, Tensor) or costs.shape != (k,):
+            got = tuple(costs.shape) if isinstance(costs, Tensor) else type(costs).__name__
+            raise ValueError(f"predict_costs must return costs [K={k}], got {got}")
+        costs = torch.nan_to_num(costs.detach().float().to(device), nan=math.inf)
+        order = torch.argsort(costs, stable=True)
+        elites = cand[order[: cfg.elites]]
+        if float(costs[order[0]]) < best_cost:
+            best_cost, best = float(costs[order[0]]), cand[order[0]].clone()
+        best_per_iter.append(float(costs[order[0]]))
+        elite_mean_per_iter.append(float(costs[order[: cfg.elites]].mean()))
+        m = cfg.momentum
+        mean = m * mean + (1 - m) * elites.mean(0)
+        std = (m * std + (1 - m) * elites.std(0, unbiased=False)).clamp(min=cfg.min_std)
+    info = CEMInfo(best_cost=best_cost, mean=mean, std=std, best_per_iteration=best_per_iter,
+                   elite_mean_per_iteration=elite_mean_per_iter, evaluations=cfg.iterations * k)
+    return best.clamp(low, high), info

@@ -1,0 +1,108 @@
+"""The cost of "push object 0 to the goal", from the true state or read off predicted
+frames by the colour tracker, plus the gripper's own forward kinematics."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from seqvae.worlds.pusher.tracking import locate_color
+from seqvae.worlds.pusher.world import GRIPPER_INNER, PusherConfig
+
+
+@dataclass
+class PushCostConfig:
+    """Cost of "push object 0 to the goal", in table units (see :func:`pusher_object_cost`)."""
+
+    shaping: float = 0.5          # weight of the gripper's distance to the push point behind the object
+    push_margin: float = 0.02     # the push point sits this far beyond touching distance
+    color_temperature: float = 0.1    # colour tracker (learned model): tolerance of the colour match ...
+    gripper_temperature: float = 0.06  # ... and for the gripper's dark inside
+    window: float = 0.25              # tracker's mean-shift window (table units)
+    lost_penalty: float = 0.2         # frame costs: added × the share of object 0's colour a predicted
+                                      # frame has lost against the latest observation (objects do not
+                                      # vanish: a plan whose predicted future loses the object — hidden
+                                      # under the arm, smeared by the model — is not to be trusted)
+    gripper_source: str = "frames"    # learned model: where the gripper of the shaping term comes from:
+                                      # "frames" (tracked in the predicted frames) or "kinematics" (the
+                                      # robot's own forward kinematics: observed position + Σ action · max_step)
+
+    def __post_init__(self) -> None:
+        if self.gripper_source not in ("frames", "kinematics"):
+            raise ValueError(f"gripper_source must be 'frames' or 'kinematics', got {self.gripper_source!r}")
+
+
+def pusher_object_cost(object_pos: Tensor, goal: Tensor, gripper_pos: Tensor | None = None,
+                       sim_cfg: PusherConfig | None = None, cost: PushCostConfig | None = None) -> Tensor:
+    """Distance of object 0 to the goal at the end of a plan, plus a shaping term.
+
+    ``cost = ‖o_T − goal‖ + shaping · ‖g_T − p_T‖`` with ``p_T = o_T − (r + h + margin) ·
+    (goal − o_T)/‖goal − o_T‖`` the point behind the object from which a push moves it
+    towards the goal (``r`` object radius, ``h`` gripper half-side). Without the shaping
+    term the cost is flat whenever the gripper cannot reach the object within the
+    horizon, and CEM would wander.
+
+    Args:
+        object_pos: ``[N, 2]`` final positions of object 0, or ``[N, T, 2]`` (the last is used).
+        goal: ``[N, 2]`` or ``[2]``.
+        gripper_pos: ``[N, 2]`` / ``[N, T, 2]`` gripper positions (None: no shaping).
+    Returns:
+        ``[N]`` costs.
+    """
+    sim_cfg = sim_cfg or PusherConfig()
+    cost = cost or PushCostConfig()
+    o = object_pos[:, -1] if object_pos.dim() == 3 else object_pos
+    goal = goal.to(o).expand_as(o)
+    to_goal = goal - o
+    dist = to_goal.norm(dim=-1)
+    total = dist
+    if gripper_pos is not None and cost.shaping > 0:
+        g = gripper_pos[:, -1] if gripper_pos.dim() == 3 else gripper_pos
+        reach = sim_cfg.object_radius + sim_cfg.gripper_radius + cost.push_margin
+        push_point = o - reach * to_goal / dist.clamp(min=1e-6)[:, None]
+        total = total + cost.shaping * (g.to(o) - push_point).norm(dim=-1)
+    return total
+
+
+def frame_pusher_cost(frames: Tensor, goal: Tensor, object_color: Tensor, object_prior: Tensor,
+                      gripper_prior: Tensor | None, sim_cfg: PusherConfig | None = None,
+                      cost: PushCostConfig | None = None, gripper_final: Tensor | None = None,
+                      object_mass: Tensor | float | None = None) -> Tensor:
+    """:func:`pusher_object_cost` read off predicted frames ``[N, T, 3, H, W]``: object 0
+    and the gripper are located in the LAST frame by their colours (:func:`locate_color`,
+    the gripper by its dark inside), with their last observed positions as priors.
+
+    Args:
+        goal, object_prior, gripper_prior: ``[2]`` or ``[N, 2]`` (table units).
+        object_color: ``[3]`` or ``[N, 3]``, the object's colour (``state.object_color[:, 0]``).
+        gripper_final: ``[N, 2]`` final gripper positions known otherwise (e.g. from the
+            robot's kinematics); then the gripper is not looked for in the frames.
+        object_mass: the object's colour mass (:func:`locate_color`) in the latest observed frame; given it,
+            ``cost.lost_penalty × max(0, 1 − mass_last / object_mass)`` is added.
+    """
+    cost = cost or PushCostConfig()
+    last = frames[:, -1]
+    n = last.shape[0]
+    obj, seen = locate_color(last, object_color, cost.color_temperature, prior=object_prior.expand(n, 2),
+                             window=cost.window, with_mass=True)
+    grip = gripper_final
+    if grip is None and gripper_prior is not None and cost.shaping > 0:
+        inner = torch.tensor(GRIPPER_INNER, device=last.device)
+        grip = locate_color(last, inner, cost.gripper_temperature, prior=gripper_prior.expand(n, 2), window=cost.window)
+    total = pusher_object_cost(obj, goal, grip, sim_cfg, cost)
+    if object_mass is not None and cost.lost_penalty > 0:
+        lost = (1.0 - seen / torch.as_tensor(object_mass, dtype=torch.float32, device=last.device).clamp(min=1e-6)).clamp(min=0.0)
+        total = total + cost.lost_penalty * lost
+    return total
+
+
+def gripper_kinematics(start: Tensor, actions: Tensor, sim_cfg: PusherConfig) -> Tensor:
+    """Where the gripper ends up after ``actions [K, T, 2]`` from ``start [2]`` if nothing
+    blocks it: ``g ← clamp(g + clamp(a, −1, 1) · max_step)`` per step (the robot's own
+    forward kinematics; objects jammed against a wall, which stop it, are ignored)."""
+    limit = 1.0 - sim_cfg.gripper_radius
+    g = start.expand(actions.shape[0], 2)
+    for t in range(actions.shape[1]):
+        g = (g + actions[:, t].clamp(-1, 1) * sim_cfg.max_step).clamp(-limit, limit)
+    return g
