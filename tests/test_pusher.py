@@ -338,3 +338,31 @@ def test_data_config_world_is_the_simulator_the_data_set_and_the_planner_use():
     assert PusherDataset(data_cfg, "test").sim.cfg == world == sim_for_model(data_cfg).cfg
     assert (world.num_objects, world.gripper_radius, world.texture_contrast, world.shadow_strength,
             world.tile_probability) == (2, 0.18, 0.35, 0.2, 0.5)
+
+
+def test_checkpoints_with_the_flat_pre_nesting_config_still_load(tmp_path):
+    """Checkpoints written before the world's keys moved under data.world load unchanged."""
+    from dataclasses import asdict
+
+    from seqvae.build import build_model, load_model
+    from seqvae.checkpoint import save_checkpoint
+    from seqvae.config import RunConfig
+
+    raw = {"data": {"name": "pusher", "seq_len": 4, "num_test": 4, "world": {"num_objects": 2, "gripper_radius": 0.18}},
+           "model": {"name": "svg", "backbone": "dcgan64", "width": 8, "g_dim": 16, "z_dim": 2, "rnn_size": 16,
+                     "n_past": 2, "n_future": 2, "n_eval": 2},
+           "likelihood": {"name": "optimal_sigma"}, "train": {"steps": 1}}
+    cfg = RunConfig.from_dict(raw)
+    old = cfg.to_dict()
+    old["data"] = {**{k: v for k, v in old["data"].items() if k != "world"}, **old["data"]["world"]}  # the old layout
+    assert "world" not in old["data"] and old["data"]["gripper_radius"] == 0.18
+    spec = PusherDataset(cfg.data, "test").spec
+    torch.manual_seed(0)
+    model = build_model(cfg, spec)
+    save_checkpoint(tmp_path / "old.pt", {"config": old, "spec": asdict(spec), "step": 3, "model": model.state_dict()})
+    loaded, loaded_cfg, payload = load_model(tmp_path / "old.pt")
+    assert loaded_cfg.data == cfg.data and loaded_cfg.data.world.num_objects == 2
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    # mixing an old flat key with the new section: the explicit world section wins
+    mixed = RunConfig.from_dict({**raw, "data": {**raw["data"], "object_radius": 0.25}})
+    assert mixed.data.world.object_radius == 0.25 and mixed.data.world.gripper_radius == 0.18
