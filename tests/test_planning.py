@@ -294,13 +294,26 @@ def run_cli(argv: list[str]):
 
 
 def test_plan_command_without_a_model(tmp_path, capsys):
-    results = run_cli(["plan", "plan.methods=[random, true_sim, learned]", "plan.episodes=1", "plan.steps=3",
-                       "plan.cem.horizon=3", "plan.cem.candidates=10", "plan.cem.elites=2", "plan.cem.iterations=1",
-                       "plan.render_episodes=0", f"out_dir={tmp_path}"])
+    settings = ["plan.methods=[random, true_sim, learned]", "plan.episodes=2", "plan.steps=3", "plan.cem.horizon=3",
+                "plan.cem.candidates=10", "plan.cem.elites=2", "plan.cem.iterations=1", "plan.render_episodes=0"]
+    results = run_cli(["plan", *settings, f"out_dir={tmp_path}"])
     out = capsys.readouterr().out
-    assert "skipping the learned-model planner" in out and "| CEM + true simulator (state cost) | 1 |" in out
-    assert set(results["methods"]) == {"random", "true_sim"}
-    assert (tmp_path / "results.md").is_file()
+    assert "skipping the learned-model planner" in out and "| CEM + true simulator (state cost) | 2 |" in out
+    # the command runs exactly the library's evaluation of the config it was given ...
+    from seqvae.worlds.pusher.plan_command import load_plan_config
+
+    cfg = load_plan_config(None, [*settings, "plan.methods=[random, true_sim]"])
+    direct = evaluate_pusher(cfg.plan, log=lambda _: None)
+    for name in ("random", "true_sim"):
+        assert results["methods"][name]["final_distances"] == direct["methods"][name]["final_distances"]
+    # ... and records it: the saved config reloads to the same settings
+    again = load_plan_config(str(tmp_path / "config.yaml"), [])
+    assert again.plan == cfg.plan and (tmp_path / "results.md").is_file()
+    # typed settings: a misspelt key is refused with a suggestion, exit status 2
+    from seqvae.cli import main
+
+    assert main(["plan", "plan.episodse=3", f"out_dir={tmp_path / 'x'}"]) == 2
+    assert "Did you mean 'plan.episodes'" in capsys.readouterr().err
 
 
 def test_render_command(tmp_path):
