@@ -20,7 +20,6 @@ Run folder layout::
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -36,6 +35,7 @@ from seqvae.config import ConfigError, RunConfig
 from seqvae.data.loader import batch_stream
 from seqvae.data.spec import batch_to_device
 from seqvae.evaluation.elbo import check_batch, evaluate_elbo
+from seqvae.train_figures import save_image_grids
 
 
 class RunFolderError(RuntimeError):
@@ -81,30 +81,6 @@ def prepare_run_folder(cfg: RunConfig, resume: bool) -> Path:
         cfg.save(run_dir / "config.yaml")
     dist.barrier()
     return run_dir
-
-
-def save_image_grids(model, batch: dict[str, torch.Tensor], run_dir: Path, step: int, seed: int) -> None:
-    """Reconstructions (truth above reconstruction) and prior samples as PNG grids."""
-    from torchvision.utils import save_image
-    from einops import rearrange
-
-    frames = batch["frames"]
-    b, t = frames.shape[:2]
-    devices = [frames.device.index or 0] if frames.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):  # never disturb the training RNG stream
-        recon = model.reconstruct(batch).float()
-        generator = torch.Generator(device=frames.device).manual_seed(seed)
-        samples = model.generate(batch, generator=generator).float()
-    if t == 1:  # images: pairs of (truth, reconstruction), then a grid of samples
-        pairs = rearrange(torch.stack([frames[:, 0], recon[:, 0]], 1), "b two c h w -> (b two) c h w")
-        save_image(pairs, run_dir / "images" / f"step_{step:07d}_reconstructions.png", nrow=16)
-        save_image(samples[:, 0], run_dir / "images" / f"step_{step:07d}_samples.png",
-                   nrow=int(math.ceil(math.sqrt(b))))
-    else:  # video: one row per sequence, time along the row
-        rows = rearrange(torch.stack([frames, recon], 1)[:8], "b two t c h w -> (b two t) c h w")
-        save_image(rows, run_dir / "images" / f"step_{step:07d}_reconstructions.png", nrow=t)
-        rows = rearrange(torch.stack([frames, samples], 1)[:8], "b two t c h w -> (b two t) c h w")
-        save_image(rows, run_dir / "images" / f"step_{step:07d}_samples.png", nrow=t)
 
 
 def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress: bool = True) -> Path:

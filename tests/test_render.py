@@ -359,3 +359,23 @@ def test_render_prediction_order_labels_markers(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         render_prediction(tmp_path / "bad.mp4", truth, samples, context=2, best_index=5)
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_panel_grid_places_every_shown_frame_with_its_marker():
+    from seqvae.render.grid import LABEL_WIDTH, compose_grid, shown_steps
+    from seqvae.render.panels import BORDER, PAD
+
+    assert shown_steps(5, 12) == [0, 1, 2, 3, 4]
+    assert shown_steps(30, 4) == [0, 10, 19, 29]                  # evenly spaced, first and last kept
+    T, size = 30, 8
+    video = np.zeros((T, 3, size, size), np.uint8)
+    video[:, 0] = np.arange(T)[:, None, None] * 8                 # frame t is red level 8 t
+    grid = compose_grid([Panel(video, "a", context=2), Panel(video, "b", context=2, ground_truth=True)], max_columns=4)
+    steps = shown_steps(T, 4)
+    cell_w, cell_h = size + 2 * BORDER + PAD, size + 2 * BORDER + PAD
+    header = 16
+    for r, after in enumerate((PREDICTED_COLOR, TRUTH_COLOR)):
+        for c, t in enumerate(steps):
+            top, left = header + r * cell_h, PAD + LABEL_WIDTH + c * cell_w
+            assert grid[top + BORDER + size // 2, left + BORDER + size // 2, 0] == 8 * t          # the frame itself
+            assert tuple(grid[top, left]) == (CONTEXT_COLOR if t < 2 else after)               # its marker

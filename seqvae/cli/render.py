@@ -52,8 +52,12 @@ def run(args: argparse.Namespace) -> None:
             raise ValueError(f"--context {args.context} is outside 0..{frames.shape[1]} (frames per video)")
         context = args.context
     panels = render.panels_from_batch(frames, labels, context)
-    video = render.compose(panels, columns=args.columns or None, scale=args.scale, title=args.title or None)
-    path = render.write_video(out, video, fps=args.fps)
+    if out.suffix.lower() == ".png":   # a still: rows = videos, columns = (subsampled) time steps
+        path = render.write_panel_grid(out, panels, max_columns=args.max_columns, scale=args.scale,
+                                       title=args.title or None)
+    else:
+        video = render.compose(panels, columns=args.columns or None, scale=args.scale, title=args.title or None)
+        path = render.write_video(out, video, fps=args.fps)
     print(f"wrote {path} ({frames.shape[0]} videos of {frames.shape[1]} frames)")
 
 
@@ -64,6 +68,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--context", type=int, default=None, help="mark the first N frames as context")
     p.add_argument("--scale", type=int, default=2)
     p.add_argument("--fps", type=float, default=6)
-    p.add_argument("--columns", type=int, default=0, help="panels per row (0: automatic)")
+    p.add_argument("--columns", type=int, default=0, help="MP4/GIF: panels per row (0: automatic)")
+    p.add_argument("--max-columns", type=int, default=12, help="PNG: time steps shown per row (evenly subsampled)")
     p.add_argument("--title", default="")
     p.set_defaults(func=run)

@@ -105,7 +105,7 @@ def _tile(images: np.ndarray, nrow: int, padding: int, pad_value: int) -> np.nda
     return grid
 
 
-def _save_png(path: PathLike, image: np.ndarray) -> Path:
+def save_png(path: PathLike, image: np.ndarray) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
     return Path(path)
@@ -143,7 +143,7 @@ def write_png_grid(
     if scale < 1 or int(scale) != scale or nrow < 1 or padding < 0:
         raise ValueError(f"need scale >= 1 (integer), nrow >= 1, padding >= 0; got {scale}, {nrow}, {padding}")
     flat = repeat(flat, "n h w c -> n (h s1) (w s2) c", s1=scale, s2=scale)
-    return _save_png(path, _tile(flat, nrow, padding, pad_value))
+    return save_png(path, _tile(flat, nrow, padding, pad_value))
 
 
 def write_video(path: PathLike, video: ArrayLike, fps: float = 8, nrow: int | None = None) -> Path:
@@ -159,7 +159,7 @@ def write_video(path: PathLike, video: ArrayLike, fps: float = 8, nrow: int | No
         return write_gif(path, video, fps=fps)
     if suffix == ".png":
         video = as_viewer_video(video)
-        return _save_png(path, _tile(video, nrow or video.shape[0], padding=2, pad_value=255))
+        return save_png(path, _tile(video, nrow or video.shape[0], padding=2, pad_value=255))
     raise ValueError(f"unsupported video suffix {suffix!r} for {path}: use .mp4, .gif or .png")
 
 
