@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> None:
                   generator=generator, horizon=horizon,
                   context_actions=None if context_actions is None else context_actions[None].to(device),
                   precision=args.precision)
-    frames = out.frames[0].cpu()                                                  # (K, S, horizon, C, H, W)
+    frames = out.frames[0].cpu()                                                  # [K, S, horizon, C, H, W]
     prefix = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"rollout_seed{args.seed}"
     if prefix.suffix in (".npz", ".mp4"):
         prefix = prefix.with_suffix("")

@@ -100,7 +100,7 @@ def cem_plan(predict_costs: Callable[[Tensor], Tensor], action_dim: int, cfg: CE
         if beta > 0:
             for t in range(1, h):
                 eps[:, t] = beta * eps[:, t - 1] + math.sqrt(1 - beta * beta) * eps[:, t]
-        cand = (mean + std * eps).clamp(low, high)                                  # (K, H, A)
+        cand = (mean + std * eps).clamp(low, high)                                  # [K, H, A]
         if cfg.keep_elites and elites is not None:
             cand[: elites.shape[0]] = elites
         costs = predict_costs(cand)

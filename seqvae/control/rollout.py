@@ -1,36 +1,8 @@
-"""Batched conditional rollouts of a video predictor: the workhorse of planning.
-
-Given what the camera saw (``context[B, n_ctx, C, H, W]``) and ``K`` candidate action
-sequences per batch row (``actions[B, K, horizon, A]``), draw ``S`` futures of each
-candidate from the model's learned prior (SVG-LP, Denton & Fergus 2018, §3: the LSTMs
-are warmed up on the context with posterior latents, then every new latent comes from
-the prior) and, optionally, score them with a cost function — the inner loop of visual
-MPC (Finn & Levine 2017, "Deep visual foresight").
-
-All ``B·K·S`` rollouts run as one batched pass (in chunks that fit a memory budget),
-without gradients, in eval mode (BatchNorm with running statistics, so rows do not
-influence each other) and under autocast on a GPU.
-
-Common random numbers
----------------------
-The latent noise is drawn up front from the ``generator`` as ``[B, S, n_ctx - 1 +
-horizon, z_dim]`` and SHARED by the ``K`` candidates: candidates ``k`` and ``k'`` of the
-same ``(b, s)`` see the same noise. Cost differences between candidates then reflect the
-actions, not the luck of the draw, and — since with explicit noise each row of
-:meth:`SVG.predict` depends on its own row only — a call with ``K`` candidates returns
-exactly what ``K`` separate calls (same seed) return, and chunking does not change the
-result (up to the convolution kernels the backend picks per batch size).
-
-Actions
--------
-``actions[b, k, j]`` moves frame ``n_ctx - 1 + j`` to frame ``n_ctx + j`` (the first one
-acts on the last context frame). An action-conditioned model also needs the actions that
-led through the context, ``context_actions[B, n_ctx - 1, A]`` (``context_actions[:, t]``
-moved context frame ``t`` to ``t + 1``); they default to zeros, which is right when the
-scene was still (e.g. the first frame repeated) and only an approximation otherwise —
-pass the real ones when you have them. Action-free models take ``actions=None`` and an
-explicit ``horizon`` (one "candidate", K = 1).
-"""
+"""Batched conditional rollouts of a video predictor, the inner loop of visual MPC (Finn &
+Levine 2017): ``S`` futures for each of ``K`` candidate action sequences per context,
+drawn from the model's learned prior (SVG-LP, Denton & Fergus 2018, §3) in one chunked,
+no-grad, eval-mode pass, with common random numbers across candidates (see
+:func:`rollout`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -143,9 +115,28 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
             precision: str = "auto", memory_budget: int | None = None) -> RolloutResult:
     """Sample ``num_samples`` futures for each of ``K`` candidate action sequences.
 
+    Common random numbers
+    ---------------------
+    The latent noise is drawn up front from the ``generator`` as ``[B, S, n_ctx - 1 +
+    horizon, z_dim]`` and SHARED by the ``K`` candidates: candidates ``k`` and ``k'`` of the
+    same ``(b, s)`` see the same noise. Cost differences between candidates then reflect the
+    actions, not the luck of the draw, and — since with explicit noise each row of
+    :meth:`SVG.predict` depends on its own row only — a call with ``K`` candidates returns
+    exactly what ``K`` separate calls (same seed) return, and chunking does not change the
+    result (up to the convolution kernels the backend picks per batch size).
+
+    Actions
+    -------
+    ``actions[b, k, j]`` moves frame ``n_ctx - 1 + j`` to frame ``n_ctx + j`` (the first one
+    acts on the last context frame). An action-conditioned model also needs the actions that
+    led through the context, ``context_actions[B, n_ctx - 1, A]`` (``context_actions[:, t]``
+    moved context frame ``t`` to ``t + 1``); they default to zeros, which is right when the
+    scene was still (e.g. the first frame repeated) and only an approximation otherwise —
+    pass the real ones when you have them. Action-free models take ``actions=None`` and an
+    explicit ``horizon`` (one "candidate", K = 1).
+
     Args:
-        model: a video predictor with SVG's ``predict(context, n_future, actions, noise=...)``,
-            ``z_dim`` and ``action_dim`` (e.g. :class:`seqvae.models.svg.SVG`).
+        model: a :class:`~seqvae.models.base.VideoPredictor` (e.g. :class:`seqvae.models.svg.SVG`).
         context: observed frames ``[B, n_ctx, C, H, W]``, float in [0, 1] or uint8.
         actions: candidates ``[B, K, horizon, A]`` (``actions[:, :, 0]`` acts on the last
             context frame); None for an action-free model (then K = 1).
@@ -190,7 +181,7 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
     if a_dim:
         ca = context_actions if context_actions is not None else ctx.new_zeros(b, n_ctx - 1, a_dim)
         ca = repeat(ca.to(device, torch.float32), "b t a -> b k t a", k=k)
-        full_actions = torch.cat([ca, actions.to(device, torch.float32)], dim=2)   # (B, K, n_ctx-1+horizon, A)
+        full_actions = torch.cat([ca, actions.to(device, torch.float32)], dim=2)   # [B, K, n_ctx-1+horizon, A]
 
     n_rows = b * k * s
     if max_batch is None:
@@ -209,7 +200,7 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
             chunk_noise = None if noise is None else noise[bi, si]
             with amp.autocast(device, dtype):
                 pred = model.predict(ctx[bi], horizon, chunk_actions, generator=generator, noise=chunk_noise)
-            pred = pred.float().clamp(0.0, 1.0)                                  # (n, horizon, C, H, W)
+            pred = pred.float().clamp(0.0, 1.0)                                  # [n, horizon, C, H, W]
             if frames_out is not None:
                 frames_out[rows] = pred
             if costs_out is not None:

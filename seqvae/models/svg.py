@@ -15,28 +15,7 @@ Per predicted frame t (SVG §3, Eq. 1–4; the σ-VAE uses β = 1):
 (no latent, KL = 0). With ``action_conditioned`` the action a_{t-1} (which moves frame
 t−1 to frame t) is fed to the predictor, prior and posterior.
 
-How the computation is laid out (same function as the original code, less work):
-
-* In training every LSTM input is known in advance (teacher forcing: h_{t-1} and h_t are
-  encodings of true frames and z_t comes from the posterior, which sees only h_t), so all
-  frames are encoded in ONE encoder call over ``(b t)`` (the original encodes each frame
-  twice, one call per frame), each LSTM runs once over the whole sequence, and all
-  predicted frames are decoded in ONE decoder call after the recurrence.
-* A skip map shared by many decoded frames is convolved once
-  (:func:`seqvae.nets.vgg64.conv_cat`).
-* BatchNorm in training therefore sees statistics over all ``B·T`` frames of the batch
-  instead of the original's ``B`` frames of one time step; at evaluation (running
-  statistics) the two are the same function.
-* Skips for frame t come from frame t−1 up to the last context frame, then from the last
-  context frame (``skip="last_context"``), as the SVG paper states. The original code
-  updates the skips only while ``i < n_past`` and so uses frame ``n_past − 2`` (the first
-  frame for BAIR's n_past = 2); the paper's rule is kept here.
-* Generation encodes the context in one call, then per predicted frame runs one decoder
-  call and one encoder call on that frame (SVG feeds the encoding of the previous
-  *generated* frame back), which is inherent to the model.
-
-Recurrent state is explicit (:class:`SVGState`), noise comes from an explicit
-``torch.Generator``; likelihoods and KLs are float32 under autocast.
+How the computation is laid out (the same function as the original, less work): see :class:`SVG`.
 """
 from __future__ import annotations
 
@@ -108,7 +87,31 @@ class Transition:
 
 
 class SVG(SequenceVAE):
-    """SVG-LP / SVG-FP / deterministic video predictor with a likelihood head."""
+    """SVG-LP / SVG-FP / deterministic video predictor with a likelihood head.
+
+    How the computation is laid out (the same function as the original code, less work):
+
+    * In training every LSTM input is known in advance (teacher forcing: h_{t-1} and h_t are
+      encodings of true frames and z_t comes from the posterior, which sees only h_t), so all
+      frames are encoded in ONE encoder call over ``(b t)`` (the original encodes each frame
+      twice, one call per frame), each LSTM runs once over the whole sequence, and all
+      predicted frames are decoded in ONE decoder call after the recurrence.
+    * A skip map shared by many decoded frames is convolved once
+      (:func:`seqvae.nets.vgg64.conv_cat`).
+    * BatchNorm in training therefore sees statistics over all ``B·T`` frames of the batch
+      instead of the original's ``B`` frames of one time step; at evaluation (running
+      statistics) the two are the same function.
+    * Skips for frame t come from frame t−1 up to the last context frame, then from the last
+      context frame (``skip="last_context"``), as the SVG paper states. The original code
+      updates the skips only while ``i < n_past`` and so uses frame ``n_past − 2`` (the first
+      frame for BAIR's n_past = 2); the paper's rule is kept here.
+    * Generation encodes the context in one call, then per predicted frame runs one decoder
+      call and one encoder call on that frame (SVG feeds the encoding of the previous
+      *generated* frame back), which is inherent to the model.
+
+    Recurrent state is explicit (:class:`SVGState`), noise comes from an explicit
+    ``torch.Generator``; likelihoods and KLs are float32 under autocast.
+    """
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: LikelihoodHead, *,
                  spec: DataSpec, g_dim: int, z_dim: int, rnn_size: int, predictor_layers: int,
@@ -238,12 +241,12 @@ class SVG(SequenceVAE):
             raise ValueError(f"SVG needs frames [B, T >= 2, C, H, W], got {tuple(x.shape)}")
         b, t = x.shape[:2]
         actions = self._actions(batch.get("actions"), t - 1, b)
-        h, skips = self.encode(x)                                                  # (B, T, g), one call
+        h, skips = self.encode(x)                                                  # [B, T, g], one call
         out, _ = self.transition(h[:, :-1], self.init_state(b, x.device), h_next=h[:, 1:],
-                                 actions=actions, generator=generator)             # (B, T-1, ·)
+                                 actions=actions, generator=generator)             # [B, T-1, ·]
         pos = self.skip_positions(t - 1, self.n_past)
         k = t - 1 if pos is None else max(pos) + 1                                 # skip frames used
-        params = self.decode(out.g, [s[:, :k] for s in skips], pos)                # (B, T-1, P, H, W), one call
+        params = self.decode(out.g, [s[:, :k] for s in skips], pos)                # [B, T-1, P, H, W], one call
         return params, out
 
     def forward(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> ELBO:
@@ -289,21 +292,21 @@ class SVG(SequenceVAE):
         if n_future <= 0:
             return context.new_zeros((b, 0, *context.shape[2:]), dtype=torch.float32)
         actions = self._actions(actions, n_ctx + n_future - 1, b)
-        h, skips = self.encode(context)                                            # (B, n_ctx, g), one call
+        h, skips = self.encode(context)                                            # [B, n_ctx, g], one call
         state = self.init_state(b, context.device)
         if n_ctx > 1:  # warm-up on the context, posterior latents
             _, state = self.transition(h[:, :-1], state, h_next=h[:, 1:],
                                        actions=None if actions is None else actions[:, : n_ctx - 1], generator=generator,
                                        noise=None if noise is None else noise[:, : n_ctx - 1])
         terms = self.decoder.skip_terms([s[:, -1] for s in skips])                # last context frame, (B, ·)
-        h_prev = h[:, -1:]                                                         # (B, 1, g)
+        h_prev = h[:, -1:]                                                         # [B, 1, g]
         frames = []
         for k in range(n_future):
             t = n_ctx + k  # index of the frame being predicted
             a = None if actions is None else actions[:, t - 1 : t]
             step_noise = None if noise is None else noise[:, t - 1 : t]
             out, state = self.transition(h_prev, state, actions=a, generator=generator, noise=step_noise)
-            params = self.decoder(rearrange(out.g, "b 1 g -> b g"), terms)        # (B, P, H, W)
+            params = self.decoder(rearrange(out.g, "b 1 g -> b g"), terms)        # [B, P, H, W]
             frame = self.likelihood.sample(params, generator) if sample_pixels else self.likelihood.mean(params)
             frames.append(frame)
             if k + 1 < n_future:

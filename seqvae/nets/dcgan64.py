@@ -48,11 +48,11 @@ class DCGANEncoder64(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = to_param_format(x, self.c1[0].weight)
-        h1 = self.c1(x)      # (N, 64, 32, 32)
-        h2 = self.c2(h1)     # (N, 128, 16, 16)
-        h3 = self.c3(h2)     # (N, 256, 8, 8)
-        h4 = self.c4(h3)     # (N, 512, 4, 4)
-        h5 = self.c5(h4)     # (N, g, 1, 1)
+        h1 = self.c1(x)      # [N, 64, 32, 32]
+        h2 = self.c2(h1)     # [N, 128, 16, 16]
+        h3 = self.c3(h2)     # [N, 256, 8, 8]
+        h4 = self.c4(h3)     # [N, 512, 4, 4]
+        h5 = self.c5(h4)     # [N, g, 1, 1]
         return rearrange(h5, "n g 1 1 -> n g"), [h1, h2, h3, h4]
 
 
@@ -79,7 +79,7 @@ class DCGANDecoder64(nn.Module):
     def forward(self, g: Tensor, terms: list[Tensor], skip_pos: Sequence[int] | None = None) -> Tensor:
         x = rearrange(g, "n g -> n g 1 1")
         x = to_param_format(x, self.upc1[0].weight)
-        x = self.upc1(x)                                   # (N, 512, 4, 4)
+        x = self.upc1(x)                                   # [N, 512, 4, 4]
         for block, term in zip(self._skip_blocks, terms):
             x = block[1:](conv_cat(block[0], x, term, skip_pos))
-        return x                                           # (N, P, 64, 64)
+        return x                                           # [N, P, 64, 64]

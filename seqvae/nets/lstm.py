@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-LSTMState = tuple[Tensor, Tensor]  # (h, c), each [layers, B, hidden], float32
+LSTMState = tuple[Tensor, Tensor]  # [h, c], each [layers, B, hidden], float32
 
 
 class _StackedLSTM(nn.Module):
@@ -39,7 +39,7 @@ class _StackedLSTM(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.input_size:
             raise ValueError(f"expected input [B, S, {self.input_size}], got {tuple(x.shape)}")
         with torch.autocast(device_type=x.device.type, enabled=False):
-            e = self.embed(x.float())                                   # (B, S, hidden)
+            e = self.embed(x.float())                                   # [B, S, hidden]
             out, (h, c) = self.lstm(e, (state[0].float(), state[1].float()))
         return out, (h, c)
 

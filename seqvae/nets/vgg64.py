@@ -97,11 +97,11 @@ class VGGEncoder64(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = to_param_format(x, self.c1[0][0].weight)
-        h1 = self.c1(x)                       # (N, 64, 64, 64)
-        h2 = self.c2(F.max_pool2d(h1, 2))     # (N, 128, 32, 32)
-        h3 = self.c3(F.max_pool2d(h2, 2))     # (N, 256, 16, 16)
-        h4 = self.c4(F.max_pool2d(h3, 2))     # (N, 512, 8, 8)
-        h5 = self.c5(F.max_pool2d(h4, 2))     # (N, g, 1, 1)
+        h1 = self.c1(x)                       # [N, 64, 64, 64]
+        h2 = self.c2(F.max_pool2d(h1, 2))     # [N, 128, 32, 32]
+        h3 = self.c3(F.max_pool2d(h2, 2))     # [N, 256, 16, 16]
+        h4 = self.c4(F.max_pool2d(h3, 2))     # [N, 512, 8, 8]
+        h5 = self.c5(F.max_pool2d(h4, 2))     # [N, g, 1, 1]
         return rearrange(h5, "n g 1 1 -> n g"), [h1, h2, h3, h4]
 
 
@@ -132,10 +132,10 @@ class VGGDecoder64(nn.Module):
     def forward(self, g: Tensor, terms: list[Tensor], skip_pos: Sequence[int] | None = None) -> Tensor:
         x = rearrange(g, "n g -> n g 1 1")
         x = to_param_format(x, self.upc1[0].weight)
-        x = self.upc1(x)                                              # (N, 512, 4, 4)
+        x = self.upc1(x)                                              # [N, 512, 4, 4]
         for block, term in zip(self._skip_blocks, terms):
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")    # ×2
             first = block[0]
             x = first[2](first[1](conv_cat(first[0], x, term, skip_pos)))
             x = block[1:](x)
-        return x                                                      # (N, P, 64, 64)
+        return x                                                      # [N, P, 64, 64]

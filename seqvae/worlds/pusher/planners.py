@@ -108,7 +108,7 @@ class LearnedModel:
         self._update_priors()
 
     def _camera(self, state: PusherState) -> Tensor:
-        return frames_to_float(self.sim.render(state)[0].to(self.device))       # (3, H, W), no goal marker
+        return frames_to_float(self.sim.render(state)[0].to(self.device))       # [3, H, W], no goal marker
 
     def _update_priors(self) -> None:
         """Where object 0 and the gripper are in the latest frame (the trackers' priors)."""
@@ -126,8 +126,8 @@ class LearnedModel:
         self._update_priors()
 
     def _context(self) -> tuple[Tensor, Tensor | None]:
-        ctx = torch.stack(self.frames)[None]                                        # (1, n_ctx, 3, H, W)
-        acts = torch.stack(self.actions)[None] if self.actions else None           # (1, n_ctx-1, A)
+        ctx = torch.stack(self.frames)[None]                                        # [1, n_ctx, 3, H, W]
+        acts = torch.stack(self.actions)[None] if self.actions else None           # [1, n_ctx-1, A]
         return ctx, acts
 
     def _cost_fn(self, frames: Tensor, index: Tensor) -> Tensor:
