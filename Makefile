@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH_PAIR := "torch==2.14.1" "torchvision==0.29.2"
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all bench clean-venv
+.PHONY: install demo test test-all clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

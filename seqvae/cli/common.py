@@ -1,7 +1,25 @@
 """What several commands share: the default device and the precision choices."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 DEFAULT_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
+
+
+def add_model_arguments(p) -> None:
+    """``CHECKPOINT`` (a .pt file or run folder) or ``--pretrained NAME`` (a shipped model)."""
+    p.add_argument("checkpoint", nargs="?", default="", help="checkpoint.pt or a run folder (or use --pretrained)")
+    p.add_argument("--pretrained", default="", metavar="NAME",
+                   help="a shipped pretrained model instead of a checkpoint (see seqvae.pretrained.available())")
+
+
+def model_folder(checkpoint: str, pretrained: str) -> Path:
+    """Where a command's outputs for this model go by default: the run folder of the
+    checkpoint, or ``runs/pretrained_NAME`` for a shipped model."""
+    if pretrained:
+        return Path("runs") / f"pretrained_{pretrained}"
+    path = Path(checkpoint)
+    return path if path.is_dir() else path.parent

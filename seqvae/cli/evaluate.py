@@ -10,18 +10,18 @@ from typing import Any
 
 import torch
 
-from seqvae.cli.common import DEFAULT_DEVICE, PRECISIONS
+from seqvae.cli.common import DEFAULT_DEVICE, PRECISIONS, add_model_arguments, model_folder
 from seqvae.io import atomic_write_text
 from seqvae.models.base import is_video_model
 
 
 def run(args: argparse.Namespace) -> None:
     from seqvae import amp
-    from seqvae.build import build_data, load_model
+    from seqvae.build import build_data, load_model, model_source
     from seqvae.evaluation.elbo import evaluate_elbo
 
     device = torch.device(args.device)
-    model, cfg, payload = load_model(args.checkpoint, device, args.overrides)
+    model, cfg, payload = load_model(model_source(args.checkpoint, args.pretrained), device, args.overrides)
     dataset = build_data(cfg, args.split)
     dtype = amp.resolve(args.precision, device)
     result = evaluate_elbo(model, dataset, args.batch_size or cfg.train.batch_size, device, dtype, args.batches)
@@ -48,8 +48,7 @@ def video_metrics(model, cfg, dataset, args: argparse.Namespace, device: torch.d
         from seqvae.evaluation.metrics import LPIPS
 
         lpips = LPIPS(backbone_weights=args.lpips_weights or None).to(device)
-    run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).with_suffix("")
-    out_dir = Path(args.out_dir) if args.out_dir else run_dir / "eval"
+    out_dir = Path(args.out_dir) if args.out_dir else model_folder(args.checkpoint, args.pretrained) / "eval"
     extra = video_metrics_for(cfg.data.name)
     result = evaluate_video(model, dataset, n_samples=args.samples, n_sequences=args.sequences, device=device,
                             precision=args.precision, lpips=lpips, metrics=extra, out_dir=out_dir)
@@ -72,7 +71,7 @@ def video_metrics(model, cfg, dataset, args: argparse.Namespace, device: torch.d
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint: -log p bound (nats, bits/dim), σ, effective β")
-    p.add_argument("checkpoint", help="checkpoint.pt or a run folder")
+    add_model_arguments(p)
     p.add_argument("overrides", nargs="*", help="key=value overrides (e.g. data.root=...)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--batches", type=int, default=0, help="evaluate at most this many batches (0: all)")

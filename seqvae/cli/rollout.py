@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqvae.cli.common import DEFAULT_DEVICE, PRECISIONS
+from seqvae.cli.common import DEFAULT_DEVICE, PRECISIONS, add_model_arguments, model_folder
 from seqvae.cli.inputs import frames_to_model_layout, load_actions, load_npz
 from seqvae.io import frames_to_float, to_uint8
 from seqvae.models.base import is_video_model
@@ -20,7 +20,7 @@ from seqvae.models.base import is_video_model
 def run(args: argparse.Namespace) -> None:
     """``seqvae rollout``: predict futures from context frames (and candidate actions)."""
     from seqvae import render
-    from seqvae.build import build_data, load_model
+    from seqvae.build import build_data, load_model, model_source
     from seqvae.control.rollout import rollout
 
     device = torch.device(args.device)
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> None:
     for f in (args.npz, args.video, args.actions):
         if f and not Path(f).is_file():
             raise FileNotFoundError(f"no such file: {f}")
-    model, cfg, payload = load_model(args.checkpoint, device)
+    model, cfg, payload = load_model(model_source(args.checkpoint, args.pretrained), device)
     if not is_video_model(model):
         raise ValueError(f"{args.checkpoint} holds an image model ({cfg.model.name}); rollouts need a video model")
     spec = model.spec
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> None:
                   context_actions=None if context_actions is None else context_actions[None].to(device),
                   precision=args.precision)
     frames = out.frames[0].cpu()                                                  # [K, S, horizon, C, H, W]
-    prefix = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"rollout_seed{args.seed}"
+    prefix = Path(args.out) if args.out else model_folder(args.checkpoint, args.pretrained) / f"rollout_seed{args.seed}"
     if prefix.suffix in (".npz", ".mp4"):
         prefix = prefix.with_suffix("")
     prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> None:
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("rollout", help="predict futures of a video model from context frames (and actions)")
-    p.add_argument("checkpoint", help="checkpoint.pt or a run folder")
+    add_model_arguments(p)
     src = p.add_argument_group("context source (exactly one)")
     src.add_argument("--index", type=int, default=None, help="sequence I of the checkpoint's test split")
     src.add_argument("--npz", default="", help=".npz with 'frames' uint8/float [T, C, H, W] or [T, H, W, C]")

@@ -28,7 +28,8 @@ DEFAULT_CONFIG = "configs/plan/pusher.yaml"
 class PlanCommandConfig:
     """Everything ``seqvae plan`` does, as one typed config."""
 
-    checkpoint: str = ""               # action-conditioned SVG trained on 'pusher' (run folder or .pt); "" drops 'learned'
+    checkpoint: str = ""               # action-conditioned SVG trained on 'pusher' (run folder or .pt) ...
+    pretrained: str = ""               # ... or a shipped model (e.g. pusher-actions); neither: 'learned' is dropped
     out_dir: str = "runs/plan_pusher"  # results.md, results.json, config.yaml, episode_XXX.mp4
     device: str = DEFAULT_DEVICE
     threads: int = 0                   # torch CPU threads (0: leave torch's default)
@@ -56,23 +57,24 @@ def run(args: argparse.Namespace) -> dict:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     methods = cfg.plan.methods
-    if "learned" in methods and not cfg.checkpoint:
+    if "learned" in methods and not (cfg.checkpoint or cfg.pretrained):
         cfg.plan.methods = tuple(m for m in methods if m != "learned")
-        print("no checkpoint=...: skipping the learned-model planner")
+        print("no checkpoint=... or pretrained=...: skipping the learned-model planner")
     model = sim = payload = None
     if "learned" in cfg.plan.methods:
-        from seqvae.build import load_model
+        from seqvae.build import load_model, model_source
 
-        model, run_cfg, payload = load_model(cfg.checkpoint, torch.device(cfg.device))
+        source = model_source(cfg.checkpoint, cfg.pretrained)
+        model, run_cfg, payload = load_model(source, torch.device(cfg.device))
         if not model.action_dim:
-            raise ValueError(f"{cfg.checkpoint} is not action-conditioned; planning needs model.action_conditioned=true")
+            raise ValueError(f"{source} is not action-conditioned; planning needs model.action_conditioned=true")
         sim = sim_for_model(run_cfg.data)
-        print(f"learned model: {cfg.checkpoint}, step {payload['step']}")
+        print(f"learned model: {source}, step {payload['step']}")
     out_dir = Path(cfg.out_dir)
     results = evaluate_pusher(cfg.plan, model=model, sim=sim, out_dir=out_dir)
     results["command_config"] = json.loads(json.dumps(asdict(cfg)))
     if payload is not None:
-        results["checkpoint"] = {"path": str(cfg.checkpoint), "step": payload["step"]}
+        results["checkpoint"] = {"path": source, "step": payload["step"]}
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2))
     atomic_write_text(out_dir / "config.yaml", to_yaml(cfg))
     print()
