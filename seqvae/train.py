@@ -3,7 +3,8 @@
 Per step: a batch → ``model(batch)`` returns an :class:`~seqvae.models.output.ELBO` →
 ``loss = −ELBO`` (batch mean, β = 1) → backward (grad scaler under fp16) → gradient
 norm (logged; optionally clipped) → the update is skipped when the norm is non-finite or
-above ``train.skip_grad_norm`` → Adam step.
+above ``train.skip_grad_norm`` → Adam step → ``model.commit_step(accepted)`` (buffers such as
+the optimal-σ EMA change only with an accepted update).
 
 Around it: metrics to ``metrics.jsonl`` (and TensorBoard when asked and installed),
 periodic test-split evaluation, periodic reconstruction/sample PNG grids, atomic
@@ -174,6 +175,7 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
             scaler.step(optimizer)
         else:
             window["skipped"] += 1
+        model.commit_step(ok)  # e.g. the optimal-σ EMA takes this batch's σ* only with an applied update
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         step += 1

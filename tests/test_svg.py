@@ -340,6 +340,7 @@ def test_learns_moving_square():
         opt.zero_grad()
         loss.backward()
         opt.step()
+        model.commit_step()  # the optimal-σ EMA takes the step's σ* (seqvae.models.base)
     after, mse = held_out()
     assert before - after > 1.0, (before, after)
     # more than the black background: beats predicting an empty frame by 20 %

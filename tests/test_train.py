@@ -67,6 +67,7 @@ def _ddp_worker(rank, world, init_file, out_file, batch):
     out = ddp({"frames": batch[rank * half:(rank + 1) * half]})
     out.loss.backward()
     opt.step()
+    model.commit_step()  # the optimal-σ EMA takes the step's σ* (seqvae.models.base)
     if rank == 0:
         torch.save(model.state_dict(), out_file)
     tdist.destroy_process_group()
@@ -91,6 +92,7 @@ def test_two_process_ddp_equals_one_process_on_joined_batch(tmp_path):
     torch.manual_seed(1)
     model({"frames": batch}).loss.backward()
     opt.step()
+    model.commit_step()  # the optimal-σ EMA takes the step's σ* (seqvae.models.base)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(ddp_state[key], value, rtol=1e-5, atol=1e-6, msg=key)
     # the optimal-σ estimate was all-reduced: both saw the σ* of the joined batch

@@ -9,6 +9,12 @@ head (``self.likelihood``) and implements:
   model ignores the batch's content (it uses only its size); a video model takes its
   context frames (and actions) from the batch and predicts the rest.
 
+State that a training step changes outside the optimizer (a buffer such as the optimal-σ
+head's EMA) is only *recorded* in ``forward``; the loop calls ``commit_step(accepted)``
+after each step, and any submodule that defines ``commit_pending(accepted)`` applies its
+pending change only when the update was accepted (never after a skipped, non-finite one).
+A hand-written loop calls ``model.commit_step()`` after ``optimizer.step()``.
+
 Batches are dicts as in :mod:`seqvae.data.spec` with float frames in [0, 1] (the trainer
 converts). The training loop only ever calls these methods.
 """
@@ -34,6 +40,14 @@ class SequenceVAE(nn.Module):
     @torch.no_grad()
     def generate(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def commit_step(self, accepted: bool = True) -> None:
+        """End a training step: every submodule with ``commit_pending`` applies (``accepted``)
+        or drops what its forward passes recorded since the last call."""
+        for module in self.modules():
+            commit = getattr(module, "commit_pending", None)
+            if commit is not None:
+                commit(accepted)
 
     def scalars(self) -> dict[str, Tensor | float]:
         """Scalars for logs: the head's (σ, effective β) by default."""
