@@ -8,8 +8,9 @@
     seqvae rollout CKPT / plan / render     (see seqvae.plan_cli)
 
 Under ``torchrun --nproc_per_node=N -m seqvae.cli train ...`` training runs with DDP.
-Errors a user can fix (bad config, missing data, corrupt checkpoint) print one clear
-message and exit with status 2; nothing in the run folder is overwritten.
+Errors a user can fix (bad config, missing data, corrupt checkpoint, a training run whose
+updates are all being skipped) print one clear message and exit with status 2; nothing in
+the run folder is overwritten.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 from seqvae.checkpoint import CheckpointError
 from seqvae.config import ConfigError
 from seqvae.train import RunFolderError
+from seqvae.update_guard import UpdatesSkippedError
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
         args.func(args)
-    except (ConfigError, CheckpointError, RunFolderError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, CheckpointError, RunFolderError, UpdatesSkippedError, FileNotFoundError, ValueError) as err:
         print(f"seqvae {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0
