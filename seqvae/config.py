@@ -46,8 +46,14 @@ class TrainConfig:
     beta2: float = 0.999              # Adam beta2
     weight_decay: float = 0.0
     precision: str = "auto"           # auto | fp32 | bf16 | fp16  (auto: bf16 on GPU if supported, else fp16; fp32 on CPU)
-    grad_clip: float = 0.0            # clip the global grad norm to this (0: off); the norm is logged either way
-    skip_grad_norm: float = 0.0       # skip updates whose grad norm exceeds this (0: only skip non-finite)
+    # Which updates are applied (seqvae/update_guard.py). The loss is summed over every pixel, so
+    # gradient norms grow with image size: the skip rule is relative to the run's own history.
+    grad_clip: float = 0.0            # clip the global grad norm to this absolute value (0: off); clipped_frac is logged per window, with a warning once most updates are clipped
+    skip_grad_factor: float = 10.0    # skip an update whose grad norm exceeds this × the median of recent accepted norms (0: off); non-finite norms are always skipped
+    skip_warmup: int = 50             # accepted updates before the relative rule applies (the median needs a history)
+    skip_window: int = 100            # accepted norms the running median looks back on
+    skip_grad_norm_abs: float = 0.0   # also skip above this ABSOLUTE norm (0: off); it does not carry across image sizes
+    max_consecutive_skips: int = 50   # stop with an error (exit 2) after this many skipped updates in a row (0: never)
     seed: int = 0                     # global seed; each rank uses seed * world + rank
     num_workers: int = 0              # DataLoader workers per process
     log_every: int = 50               # steps between JSONL metric lines
@@ -85,7 +91,7 @@ class RunConfig:
             except KeyError as err:
                 raise ConfigError(f"{key}.name: {err.args[0]}") from None
             parts[key] = _build(config_class, registry.upgrade(sub), key)
-        parts["train"] = _build(TrainConfig, raw.get("train", {}) or {}, "train")
+        parts["train"] = _build(TrainConfig, _legacy_train(raw.get("train", {}) or {}), "train")
         return cls(**parts)
 
     @classmethod
@@ -147,6 +153,23 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
         node[parts[-1]] = yaml.safe_load(value) if value != "" else ""
+    return raw
+
+
+def _legacy_train(raw: Any) -> Any:
+    """Configs saved before the relative skip rule carry ``skip_grad_norm``: its default 0
+    (skip only non-finite updates) is dropped so that old run folders and checkpoints load;
+    any other value was an absolute threshold and must now be named as one."""
+    if not isinstance(raw, dict) or "skip_grad_norm" not in raw:
+        return raw
+    raw = dict(raw)
+    value = raw.pop("skip_grad_norm")
+    if value not in (0, 0.0, None):
+        raise ConfigError(
+            f"train.skip_grad_norm={value!r} is gone: an absolute threshold does not carry across image sizes (the "
+            "loss is summed over pixels). Updates are now skipped relative to recent gradient norms "
+            "(train.skip_grad_factor); to keep an absolute threshold, write train.skip_grad_norm_abs instead."
+        )
     return raw
 
 

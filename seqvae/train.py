@@ -2,8 +2,12 @@
 
 Per step: a batch → ``model(batch)`` returns an :class:`~seqvae.models.output.ELBO` →
 ``loss = −ELBO`` (batch mean, β = 1) → backward (grad scaler under fp16) → gradient
-norm (logged; optionally clipped) → the update is skipped when the norm is non-finite or
-above ``train.skip_grad_norm`` → Adam step.
+norm (logged; optionally clipped) → :class:`~seqvae.update_guard.UpdateGuard` skips the
+update when the norm is non-finite or a spike relative to the recent accepted norms →
+Adam step → ``model.commit_step(accepted)`` (buffers such as the optimal-σ EMA change only
+with an accepted update). Skipped/clipped fractions go to the metrics; after
+``train.max_consecutive_skips`` skips in a row the run stops with
+:class:`~seqvae.update_guard.UpdatesSkippedError`, its last checkpoint untouched.
 
 Around it: metrics to ``metrics.jsonl`` (and TensorBoard when asked and installed),
 periodic test-split evaluation, periodic reconstruction/sample PNG grids, atomic
@@ -36,6 +40,7 @@ from seqvae.data.loader import batch_stream
 from seqvae.data.spec import batch_to_device
 from seqvae.evaluation.elbo import check_batch, evaluate_elbo
 from seqvae.train_figures import save_image_grids
+from seqvae.update_guard import UpdateGuard
 
 
 class RunFolderError(RuntimeError):
@@ -102,6 +107,7 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
     dtype = amp.resolve(tc.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    guard = UpdateGuard.from_config(tc, warn=dist.is_main())
 
     step = 0
     if resume:
@@ -109,6 +115,8 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         scaler.load_state_dict(payload["scaler"])
+        if "update_guard" in payload:  # absent in checkpoints written before the relative skip rule
+            guard.load_state_dict(payload["update_guard"])
         step = payload["step"]
         torch.set_rng_state(payload["rng"]["torch"][rank] if world > 1 and len(payload["rng"]["torch"]) == world
                             else payload["rng"]["torch"][0])
@@ -132,7 +140,7 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
         from tqdm import tqdm
 
         bar = tqdm(total=tc.steps, initial=step, dynamic_ncols=True, desc="train")
-    window = {"t": time.perf_counter(), "examples": 0, "skipped": 0}
+    window = {"t": time.perf_counter(), "examples": 0}
     deadline = time.perf_counter() + tc.time_limit_minutes * 60 if tc.time_limit_minutes > 0 else None
     model.train()
     last_steps = tc.steps if not dry_run else step + 1
@@ -145,15 +153,19 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
-        ok = bool(torch.isfinite(grad_norm)) and (tc.skip_grad_norm <= 0 or float(grad_norm) <= tc.skip_grad_norm)
+        ok = guard.check(grad_norm, step + 1)  # False: non-finite or a spike; counted, never silent
         if ok:
             scaler.step(optimizer)
-        else:
-            window["skipped"] += 1
+        model.commit_step(ok)  # e.g. the optimal-σ EMA takes this batch's σ* only with an applied update
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         window["examples"] += batch["frames"].shape[0] * world
+        if guard.stalled:  # train.max_consecutive_skips in a row: stop loudly, the last checkpoint untouched
+            if log is not None:
+                log.write(step, "train", {"loss": float(loss.detach()), "grad_norm": float(grad_norm),
+                                          **guard.window_stats()})
+            raise guard.stall_error()
 
         if bar is not None:
             bar.update(1)
@@ -165,13 +177,13 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
             elapsed = time.perf_counter() - window["t"]
             values = {k: float(v) for k, v in out.summary().items()}
             values.update({k: float(v) for k, v in model.scalars().items()})
-            values.update(loss=float(loss.detach()), grad_norm=float(grad_norm), skipped=window["skipped"],
+            values.update(loss=float(loss.detach()), grad_norm=float(grad_norm), **guard.window_stats(),
                           examples_per_s=window["examples"] / max(elapsed, 1e-9), lr=optimizer.param_groups[0]["lr"])
             if log is not None:
                 log.write(step, "train", values)
             if bar is not None:
                 bar.set_postfix(neg_elbo=f"{values['neg_elbo']:.1f}", sigma=f"{values.get('sigma', float('nan')):.3g}")
-            window = {"t": time.perf_counter(), "examples": 0, "skipped": 0}
+            window = {"t": time.perf_counter(), "examples": 0}
         if (tc.eval_every and step % tc.eval_every == 0) or is_last:
             result = evaluate_elbo(model, test_set, tc.batch_size, device, dtype, tc.eval_batches)
             if log is not None:
@@ -181,8 +193,10 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
             model.eval()
             save_image_grids(model, batch, run_dir, step, tc.seed)
             model.train()
-        if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or is_last:
-            write_checkpoint(run_dir, cfg, model, optimizer, scaler, step, train_set.spec)
+        if (tc.checkpoint_every and step % tc.checkpoint_every == 0 and guard.consecutive == 0) or is_last:
+            write_checkpoint(run_dir, cfg, model, optimizer, scaler, step, train_set.spec, guard)
+        elif tc.checkpoint_every and step % tc.checkpoint_every == 0:
+            dist.print0(f"step {step}: checkpoint deferred ({guard.consecutive} updates skipped in a row)")
         if is_last:
             if step < tc.steps:
                 dist.print0(f"stopped at step {step}: train.time_limit_minutes={tc.time_limit_minutes} reached")
@@ -201,7 +215,8 @@ def out_of_time(deadline: float, device: torch.device) -> bool:
     return bool(flag.item())
 
 
-def write_checkpoint(run_dir: Path, cfg: RunConfig, model, optimizer, scaler, step: int, spec) -> None:
+def write_checkpoint(run_dir: Path, cfg: RunConfig, model, optimizer, scaler, step: int, spec,
+                     guard: UpdateGuard) -> None:
     """Gather every rank's RNG state; rank 0 writes the checkpoint atomically."""
     rng = torch.get_rng_state()
     if dist.world() > 1:
@@ -214,7 +229,7 @@ def write_checkpoint(run_dir: Path, cfg: RunConfig, model, optimizer, scaler, st
         save_checkpoint(run_dir / "checkpoint.pt", {
             "config": cfg.to_dict(), "spec": asdict(spec), "step": step,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "rng": {"torch": states, "cuda": cuda},
+            "rng": {"torch": states, "cuda": cuda}, "update_guard": guard.state_dict(),
         })
     dist.barrier()
 
@@ -223,3 +238,7 @@ def check_config(cfg: RunConfig) -> None:
     """Cheap sanity checks before any work starts."""
     if cfg.train.steps <= 0 or cfg.train.batch_size <= 0:
         raise ConfigError("train.steps and train.batch_size must be positive")
+    try:
+        UpdateGuard.from_config(cfg.train)
+    except ValueError as err:
+        raise ConfigError(f"train skip settings: {err}") from None

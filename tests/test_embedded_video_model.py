@@ -55,6 +55,7 @@ def trained():
         opt.zero_grad()
         loss.backward()
         opt.step()
+        model.commit_step()  # the optimal-σ EMA takes the step's σ* (seqvae.models.base)
     return model, test_set, before, _test_bound(model, test_batch)
 
 

@@ -50,6 +50,7 @@ def test_optimal_sigma_is_batch_rmse_and_nll_matches_normal():
     nll = head.nll(params, x)
     torch.testing.assert_close(nll, -Normal(mu, rmse).log_prob(x).sum((1, 2, 3)))
     torch.testing.assert_close(head.scalars()["sigma"], rmse)
+    head.commit_pending(True)  # the trainer commits the step's σ* once its update is accepted
     torch.testing.assert_close(head.scalars()["beta_eff"], 2 * rmse**2)  # first update sets the EMA
 
 
@@ -70,6 +71,7 @@ def test_optimal_sigma_uses_ema_at_evaluation():
         params, x = _data(seed=seed)
         mses.append(((x - torch.sigmoid(params)) ** 2).mean())
         head.nll(params, x)
+        head.commit_pending(True)  # the trainer commits after an accepted update
     ema = mses[0]
     for m in mses[1:]:
         ema = 0.5 * ema + 0.5 * m
@@ -147,3 +149,29 @@ def test_wrong_param_channels_is_a_clear_error():
     head = PerPixelSigmaGaussian()
     with pytest.raises(ValueError, match="needs params"):
         head.nll(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4))
+
+
+def test_optimal_sigma_ema_moves_only_when_the_step_is_committed():
+    """A NaN pixel must not poison the EMA (issue 11.7): σ*² is pending until the trainer
+    commits the step, and a skipped (non-finite) step is dropped."""
+    from seqvae.data.spec import DataSpec
+    from seqvae.models.conv_vae import ConvVAE
+
+    torch.manual_seed(0)
+    model = ConvVAE(OptimalSigmaGaussian(), DataSpec(3, 16, 16), base_channels=8, latent_dim=4).train()
+    x = torch.rand(4, 1, 3, 16, 16)
+    model({"frames": x})
+    model.commit_step(True)
+    ema = model.likelihood.ema_sigma2.clone()
+    assert torch.isfinite(ema) and ema != 1.0
+    bad = x.clone()
+    bad[0, 0, 0, 3, 5] = float("nan")
+    assert not torch.isfinite(model({"frames": bad}).loss)
+    assert torch.equal(model.likelihood.ema_sigma2, ema)   # recorded, not applied
+    model.commit_step(False)                                # the trainer skipped this update
+    assert torch.equal(model.likelihood.ema_sigma2, ema)
+    model.commit_step(True)                                 # nothing pending is left to apply
+    assert torch.equal(model.likelihood.ema_sigma2, ema)
+    model.eval()
+    assert torch.isfinite(model({"frames": x}).loss)        # the next evaluation is finite
+

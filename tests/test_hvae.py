@@ -189,6 +189,7 @@ def test_finite_nonzero_gradients_for_every_parameter(inference: str) -> None:
         out = model({"frames": x})
         out.loss.backward()
         opt.step()
+        model.commit_step()  # the optimal-σ EMA takes the step's σ* (seqvae.models.base)
     for name, p in model.named_parameters():
         assert p.grad is not None, name
         assert torch.all(p.grad.isfinite()), name
@@ -238,6 +239,7 @@ def test_learns_coloured_squares(inference: str) -> None:
         opt.zero_grad()
         model(batch).loss.backward()
         opt.step()
+        model.commit_step()  # the optimal-σ EMA takes the step's σ* (seqvae.models.base)
     after, mse = evaluate()
     assert math.isfinite(after)
     assert before - after > 4.0, (before, after)

@@ -28,6 +28,7 @@ def _fit(head, train, steps, seed=0):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        model.commit_step()  # the optimal-σ EMA takes the step's σ* (seqvae.models.base)
     return model.eval()
 
 

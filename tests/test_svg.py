@@ -4,6 +4,7 @@ sampling is reproducible from a generator, and the model learns a toy video."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -58,7 +59,8 @@ def gen(seed=0) -> torch.Generator:
 
 
 # ------------------------------------------------------------- the networks
-@pytest.mark.parametrize("enc_cls,dec_cls", [(DCGANEncoder64, DCGANDecoder64), (VGGEncoder64, VGGDecoder64)])
+@pytest.mark.parametrize("enc_cls,dec_cls", [(DCGANEncoder64, DCGANDecoder64), (VGGEncoder64, VGGDecoder64),
+                                             (partial(VGGEncoder64, nf=8), partial(VGGDecoder64, nf=8))])
 def test_decoder_equals_svg_concatenation(enc_cls, dec_cls):
     """The decoder's split skip convolution is SVG's ``conv(cat([x, skip]))`` exactly, also
     when several decoded frames share one skip map (added by broadcasting)."""
@@ -89,6 +91,9 @@ def test_parameter_counts_match_original_svg():
     for backbone, total in (("vgg64", 22.83), ("dcgan64", 12.69)):
         model = build_svg(SVGConfig(backbone=backbone), FixedSigmaGaussian(1.0), DataSpec(3, 64, 64, 12))
         assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(total, abs=0.005)
+    # model.width narrows either backbone (first block's channels, doubling per block)
+    narrow = build_svg(SVGConfig(backbone="vgg64", width=8), FixedSigmaGaussian(1.0), DataSpec(3, 64, 64, 12))
+    assert [narrow.encoder.c1[0][0].out_channels, narrow.encoder.c4[0][0].out_channels] == [8, 64]
 
 
 # --------------------------------------------------------------- the ELBO
@@ -340,6 +345,7 @@ def test_learns_moving_square():
         opt.zero_grad()
         loss.backward()
         opt.step()
+        model.commit_step()  # the optimal-σ EMA takes the step's σ* (seqvae.models.base)
     after, mse = held_out()
     assert before - after > 1.0, (before, after)
     # more than the black background: beats predicting an empty frame by 20 %

@@ -1,5 +1,6 @@
 """The one training loop: exact resume, DDP equivalence, and clear errors on bad input."""
 import json
+import math
 import os
 
 import pytest
@@ -11,9 +12,10 @@ from PIL import Image
 from seqvae.build import build_model, load_model
 from seqvae.checkpoint import CheckpointError, load_checkpoint
 from seqvae.cli import main as cli_main
-from seqvae.config import RunConfig, apply_overrides
+from seqvae.config import ConfigError, RunConfig, apply_overrides
 from seqvae.data.spec import DataSpec
 from seqvae.train import RunFolderError, train
+from seqvae.update_guard import UpdatesSkippedError
 
 BASE = {
     "data": {"name": "shapes", "image_size": 16, "train_size": 40, "test_size": 16, "val_size": 8},
@@ -67,6 +69,7 @@ def _ddp_worker(rank, world, init_file, out_file, batch):
     out = ddp({"frames": batch[rank * half:(rank + 1) * half]})
     out.loss.backward()
     opt.step()
+    model.commit_step()  # the optimal-σ EMA takes the step's σ* (seqvae.models.base)
     if rank == 0:
         torch.save(model.state_dict(), out_file)
     tdist.destroy_process_group()
@@ -91,6 +94,7 @@ def test_two_process_ddp_equals_one_process_on_joined_batch(tmp_path):
     torch.manual_seed(1)
     model({"frames": batch}).loss.backward()
     opt.step()
+    model.commit_step()  # the optimal-σ EMA takes the step's σ* (seqvae.models.base)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(ddp_state[key], value, rtol=1e-5, atol=1e-6, msg=key)
     # the optimal-σ estimate was all-reduced: both saw the σ* of the joined batch
@@ -190,3 +194,92 @@ def test_time_limit_ends_the_run_normally(tmp_path):
     assert 1 <= payload["step"] < 1000
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["split"] == "test" and lines[-1]["step"] == payload["step"]
+
+
+# ------------------------------------------------- skipped updates (issues 11 and 17)
+class _NaNPixel(torch.utils.data.Dataset):
+    """The wrapped split with one NaN pixel in every item (float frames in [0, 1])."""
+
+    def __init__(self, base):
+        self.base, self.spec = base, base.spec
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, index):
+        frames = self.base[index]["frames"].float() / 255
+        frames[0, 0, 3, 5] = float("nan")
+        return {"frames": frames}
+
+
+def _poison_training_data(monkeypatch):
+    import seqvae.train as train_module
+
+    real = train_module.build_data
+    monkeypatch.setattr(train_module, "build_data",
+                        lambda cfg, split: _NaNPixel(real(cfg, split)) if split == "train" else real(cfg, split))
+
+
+def _records(run, split):
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["split"] == split]
+
+
+def test_nan_pixel_step_is_skipped_and_leaves_sigma_ema_unchanged(tmp_path, monkeypatch):
+    run = train(_cfg(tmp_path, "n", "train.steps=3"), progress=False)
+    good = load_checkpoint(run / "checkpoint.pt")
+    _poison_training_data(monkeypatch)
+    train(_cfg(tmp_path, "n", "train.steps=4"), resume=True, progress=False)   # step 4 sees a NaN pixel
+    after = load_checkpoint(run / "checkpoint.pt")
+    assert after["step"] == 4
+    for key, value in good["model"].items():   # the update was skipped and the EMA did not take the NaN σ*
+        assert torch.equal(after["model"][key], value), key
+    assert torch.isfinite(after["model"]["likelihood.ema_sigma2"])
+    assert _records(run, "train")[-1]["skipped"] == 1 and _records(run, "train")[-1]["skipped_frac"] == 1.0
+    test = _records(run, "test")[-1]
+    assert test["step"] == 4 and math.isfinite(test["neg_elbo"]) and math.isfinite(test["sigma_ema"])
+
+
+def test_run_of_nonfinite_steps_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path, monkeypatch, capsys):
+    run = train(_cfg(tmp_path, "s", "train.steps=3"), progress=False)
+    ckpt = run / "checkpoint.pt"
+    before = ckpt.read_bytes()
+    _poison_training_data(monkeypatch)
+    with pytest.raises(UpdatesSkippedError) as err:   # steps 4..8 skipped; step 6's checkpoint is deferred
+        train(_cfg(tmp_path, "s", "train.steps=100", "train.max_consecutive_skips=5"), resume=True, progress=False)
+    message = str(err.value)
+    assert "5 updates in a row were skipped" in message and "first skipped step was 4" in message
+    assert "gradient norms nan" in message and "train.max_consecutive_skips=5" in message
+    assert "NaN/Inf pixels" in message
+    assert ckpt.read_bytes() == before
+    assert load_checkpoint(ckpt)["step"] == 3
+    lines = _records(run, "train")
+    assert lines[-1]["step"] == 8 and lines[-1]["skipped_frac"] == 1.0   # the stop writes its window first
+    assert sum(r["skipped"] for r in lines if r["step"] > 3) == 5
+    # through the CLI: one message, exit status 2, no traceback
+    path = _write_yaml(tmp_path, apply_overrides(BASE, [f"train.out_dir={run}", "train.steps=100",
+                                                        "train.max_consecutive_skips=5"]))
+    capsys.readouterr()
+    assert cli_main(["train", str(path), "--resume"]) == 2
+    captured = capsys.readouterr()
+    assert "seqvae train: error: 5 updates in a row were skipped" in captured.err
+    assert "Traceback" not in captured.err + captured.out
+    assert ckpt.read_bytes() == before
+
+
+def test_skip_and_clip_fractions_are_logged_and_clipping_every_step_warns(tmp_path):
+    with pytest.warns(RuntimeWarning, match=r"train.grad_clip=0.001 clipped 100% of the last 5 updates"):
+        run = train(_cfg(tmp_path, "c", "train.grad_clip=0.001", "train.skip_warmup=0", "train.steps=10",
+                         "train.log_every=5"), progress=False)
+    lines = _records(run, "train")
+    assert [r["clipped_frac"] for r in lines] == [1.0, 1.0]
+    assert [r["skipped_frac"] for r in lines] == [0.0, 0.0]
+    assert all(r["grad_norm_median"] > 0.001 for r in lines)
+
+
+def test_old_absolute_skip_setting_is_refused_by_name():
+    raw = apply_overrides(BASE, ["train.skip_grad_norm=1000"])
+    with pytest.raises(ConfigError, match="train.skip_grad_norm_abs"):
+        RunConfig.from_dict(raw)
+    # configs saved before the change carry the old default 0 and still load (old checkpoints)
+    cfg = RunConfig.from_dict(apply_overrides(BASE, ["train.skip_grad_norm=0.0"]))
+    assert cfg.train.skip_grad_factor > 1 and cfg.train.skip_grad_norm_abs == 0

@@ -44,6 +44,7 @@ def run_one(head_name: str, batch: int, size: int, steps: int, warmup: int, thre
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        model.commit_step()  # the optimal-σ EMA takes the step's σ* (seqvae.models.base)
         if i >= warmup:
             times.append(time.perf_counter() - start)
     step = statistics.median(times)

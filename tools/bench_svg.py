@@ -137,6 +137,7 @@ def make_job(a: argparse.Namespace):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            model.commit_step()  # the optimal-σ EMA takes the step's σ* (seqvae.models.base)
     return run, param_counts(model)
 
 

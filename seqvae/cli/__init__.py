@@ -10,8 +10,9 @@
     seqvae render INPUT.npz --out FILE      (labelled panels -> MP4 / GIF / PNG)
 
 Under ``torchrun --nproc_per_node=N -m seqvae.cli train ...`` training runs with DDP.
-Errors a user can fix (bad config, missing data, corrupt checkpoint) print one clear
-message and exit with status 2; nothing in the run folder is overwritten.
+Errors a user can fix (bad config, missing data, corrupt checkpoint, a training run whose
+updates are all being skipped) print one clear message and exit with status 2; nothing in
+the run folder is overwritten.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from seqvae.cli import analyze, demo, evaluate, render, rollout, sample, train
 from seqvae.config import ConfigError
 from seqvae.registry import COMMANDS as REGISTERED_COMMANDS
 from seqvae.train import RunFolderError
+from seqvae.update_guard import UpdatesSkippedError
 
 COMMANDS = (train, evaluate, sample, demo, analyze, rollout, render)
 
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
         args.func(args)
-    except (ConfigError, CheckpointError, RunFolderError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, CheckpointError, RunFolderError, UpdatesSkippedError, FileNotFoundError, ValueError) as err:
         print(f"seqvae {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

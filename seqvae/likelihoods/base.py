@@ -57,6 +57,11 @@ class LikelihoodHead(nn.Module):
         """Scalar state for logs: σ and the effective β = 2σ² where they apply."""
         return {}
 
+    def commit_pending(self, accepted: bool) -> None:
+        """Apply (``accepted``) or drop the state changes recorded by training-mode ``nll``
+        calls since the last call (see :meth:`seqvae.models.base.SequenceVAE.commit_step`).
+        Stateless heads have nothing to do."""
+
     # -- to implement ----------------------------------------------------------------
     def _nll(self, params: Tensor, x: Tensor) -> Tensor:
         raise NotImplementedError

@@ -162,8 +162,10 @@ class OptimalSigmaGaussian(GaussianHead):
     """Analytic σ*² = mean((x − μ)²) (paper Eq. 5), no gradient step.
 
     In training mode σ* is the batch estimate (all-reduced across DDP ranks, so a
-    distributed step equals one process on the joined batch) and updates an EMA;
-    in eval mode, and when sampling, the EMA is used (App. C). ``per_image=True``
+    distributed step equals one process on the joined batch); it is recorded as pending
+    and folded into the EMA by :meth:`commit_pending` only when the training step's update
+    is accepted, so a skipped non-finite step (one NaN pixel) cannot poison the EMA. In
+    eval mode, and when sampling, the EMA is used (App. C). ``per_image=True``
     takes the mean per example instead (per-image optimal σ-VAE, §4); the EMA then
     tracks the batch-mean σ² for sampling and logs. σ is floored at ``exp(min_log_sigma)``
     so that a perfect reconstruction cannot send log σ to −∞.
@@ -179,6 +181,7 @@ class OptimalSigmaGaussian(GaussianHead):
         self.register_buffer("ema_sigma2", torch.tensor(1.0))
         self.register_buffer("ema_steps", torch.tensor(0, dtype=torch.long))
         self._last_log_sigma: Tensor | None = None
+        self._pending: list[Tensor] = []   # batch σ*² of this step's forward passes, not yet in the EMA
 
     def batch_sigma2(self, mu: Tensor, x: Tensor) -> Tensor:
         """σ*² of this batch: scalar, or ``[N, 1, 1, 1]`` per image. No gradient."""
@@ -191,13 +194,20 @@ class OptimalSigmaGaussian(GaussianHead):
                 dist.all_reduce(total)
             return total[0] / total[1]
 
-    def _update_ema(self, sigma2: Tensor) -> None:
-        value = sigma2.mean().detach()
-        if int(self.ema_steps) == 0:
-            self.ema_sigma2.copy_(value)
-        else:
-            self.ema_sigma2.mul_(self.ema_decay).add_((1 - self.ema_decay) * value)
-        self.ema_steps.add_(1)
+    def commit_pending(self, accepted: bool) -> None:
+        """Fold this step's batch σ*² into the EMA if the update was accepted; drop it otherwise.
+        Every DDP rank holds the same all-reduced value, so the EMAs stay equal."""
+        pending, self._pending = self._pending, []
+        if not accepted:
+            return
+        for value in pending:
+            if not bool(torch.isfinite(value)):   # belt and braces: an accepted step has a finite loss
+                continue
+            if int(self.ema_steps) == 0:
+                self.ema_sigma2.copy_(value)
+            else:
+                self.ema_sigma2.mul_(self.ema_decay).add_((1 - self.ema_decay) * value)
+            self.ema_steps.add_(1)
 
     def _floor(self, log_sigma: Tensor) -> Tensor:
         return log_sigma.clamp_min(self.min_log_sigma)
@@ -206,7 +216,7 @@ class OptimalSigmaGaussian(GaussianHead):
         if x is not None and (self.training or self.per_image):
             sigma2 = self.batch_sigma2(self._mu(params), x)
             if self.training:
-                self._update_ema(sigma2)
+                self._pending.append(sigma2.mean().detach().float())
         else:
             sigma2 = self.ema_sigma2
         log_sigma = self._floor(0.5 * torch.log(sigma2))

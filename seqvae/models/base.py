@@ -4,6 +4,12 @@ video evaluation and planning use); image VAEs with one Gaussian latent are
 :class:`SingleLatentVAE` (what latent analysis uses). Code asks these contracts, never
 probes a model's attributes.
 
+State that a training step changes outside the optimizer (a buffer such as the optimal-σ
+head's EMA) is only *recorded* in ``forward``; the loop calls ``commit_step(accepted)``
+after each step, and any submodule that defines ``commit_pending(accepted)`` applies its
+pending change only when the update was accepted (never after a skipped, non-finite one).
+A hand-written loop calls ``model.commit_step()`` after ``optimizer.step()``.
+
 Batches are dicts as in :mod:`seqvae.data.spec` with float frames in [0, 1] (the trainer
 converts). The training loop only ever calls ``forward``, ``reconstruct``, ``generate``
 and ``scalars``.
@@ -42,6 +48,14 @@ class SequenceVAE(nn.Module):
         """Samples from the prior, ``[B, T, C, H, W]``. An image model uses only the batch's
         size; a video model takes its context frames (and actions) from the batch."""
         raise NotImplementedError
+
+    def commit_step(self, accepted: bool = True) -> None:
+        """End a training step: every submodule with ``commit_pending`` applies (``accepted``)
+        or drops what its forward passes recorded since the last call."""
+        for module in self.modules():
+            commit = getattr(module, "commit_pending", None)
+            if commit is not None:
+                commit(accepted)
 
     def scalars(self) -> dict[str, Tensor | float]:
         """Scalars for logs: the head's (σ, effective β) by default."""

@@ -50,7 +50,7 @@ class SVGConfig(ComponentConfig):
 
     name: str = "svg"
     backbone: str = "vgg64"            # dcgan64 | vgg64
-    width: int = 64                    # dcgan64: channels of its first conv (doubling per layer); vgg64 is fixed at 64
+    width: int = 64                    # channels of the backbone's first block (doubling per block); 64 is the original
     g_dim: int = 128                   # frame code size (encoder output, predictor output)
     z_dim: int = 64                    # latent size per frame
     rnn_size: int = 256                # hidden units of every LSTM
@@ -336,11 +336,7 @@ def build_svg(cfg: SVGConfig, head: LikelihoodHead, spec: DataSpec) -> SVG:
     if cfg.action_conditioned and spec.action_dim == 0:
         raise ValueError("model.action_conditioned=true but the data set has no actions (action_dim 0)")
     encoder_cls, decoder_cls = BACKBONES[cfg.backbone]
-    widths = {}
-    if cfg.backbone == "dcgan64":
-        widths = {"nf": cfg.width}
-    elif cfg.width != 64:
-        raise ValueError(f"model.width applies to dcgan64 only (vgg64 has the original fixed widths), got {cfg.width}")
+    widths = {"nf": cfg.width}
     return SVG(
         encoder_cls(cfg.g_dim, spec.channels, **widths), decoder_cls(cfg.g_dim, head.num_params(spec.channels), **widths), head,
         spec=spec, g_dim=cfg.g_dim, z_dim=cfg.z_dim, rnn_size=cfg.rnn_size,

@@ -13,7 +13,9 @@ likelihood head's parameter channels, with NO output activation (the head applie
 own; the original SVG ends in a sigmoid because its head is a fixed Gaussian/MSE).
 
 Parameter layout and counts are those of the original SVG ``vgg_64`` model (BAIR,
-g_dim 128, 3 channels: encoder 8.69 M, decoder 11.82 M with 3 output channels).
+g_dim 128, 3 channels: encoder 8.69 M, decoder 11.82 M with 3 output channels) at the
+default width ``nf = 64``; a smaller ``nf`` scales every block's channels (nf, 2nf, 4nf,
+8nf) for quick CPU checks.
 
 The skip concatenation is evaluated as a sum (see :func:`conv_cat`), so a skip map
 shared by many decoded frames (SVG's "last context frame" rule) is convolved once, not
@@ -84,16 +86,17 @@ def vgg_layer(c_in: int, c_out: int) -> nn.Sequential:
 
 # ------------------------------------------------------------------------ nets
 class VGGEncoder64(nn.Module):
-    """``x[N, C, 64, 64] -> (h[N, g_dim], skips [N,64,64,64], [N,128,32,32], [N,256,16,16], [N,512,8,8])``."""
+    """``x[N, C, 64, 64] -> (h[N, g_dim], skips [N,64,64,64], [N,128,32,32], [N,256,16,16], [N,512,8,8])``
+    (channel counts at the default ``nf = 64``)."""
 
-    def __init__(self, g_dim: int, channels: int) -> None:
+    def __init__(self, g_dim: int, channels: int, nf: int = 64) -> None:
         super().__init__()
         self.g_dim = g_dim
-        self.c1 = nn.Sequential(vgg_layer(channels, 64), vgg_layer(64, 64))                          # 64×64
-        self.c2 = nn.Sequential(vgg_layer(64, 128), vgg_layer(128, 128))                             # 32×32
-        self.c3 = nn.Sequential(vgg_layer(128, 256), vgg_layer(256, 256), vgg_layer(256, 256))      # 16×16
-        self.c4 = nn.Sequential(vgg_layer(256, 512), vgg_layer(512, 512), vgg_layer(512, 512))      # 8×8
-        self.c5 = nn.Sequential(nn.Conv2d(512, g_dim, 4, 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())   # 4×4 -> 1×1
+        self.c1 = nn.Sequential(vgg_layer(channels, nf), vgg_layer(nf, nf))                                  # 64×64
+        self.c2 = nn.Sequential(vgg_layer(nf, 2 * nf), vgg_layer(2 * nf, 2 * nf))                            # 32×32
+        self.c3 = nn.Sequential(vgg_layer(2 * nf, 4 * nf), vgg_layer(4 * nf, 4 * nf), vgg_layer(4 * nf, 4 * nf))  # 16×16
+        self.c4 = nn.Sequential(vgg_layer(4 * nf, 8 * nf), vgg_layer(8 * nf, 8 * nf), vgg_layer(8 * nf, 8 * nf))  # 8×8
+        self.c5 = nn.Sequential(nn.Conv2d(8 * nf, g_dim, 4, 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())         # 4×4 -> 1×1
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = to_param_format(x, self.c1[0][0].weight)
@@ -114,14 +117,15 @@ class VGGDecoder64(nn.Module):
     SVG's decoder exactly.
     """
 
-    def __init__(self, g_dim: int, out_channels: int) -> None:
+    def __init__(self, g_dim: int, out_channels: int, nf: int = 64) -> None:
         super().__init__()
         self.g_dim = g_dim
-        self.upc1 = nn.Sequential(nn.ConvTranspose2d(g_dim, 512, 4, 1, 0), nn.BatchNorm2d(512), nn.LeakyReLU(0.2, inplace=True))
-        self.upc2 = nn.Sequential(vgg_layer(512 * 2, 512), vgg_layer(512, 512), vgg_layer(512, 256))   # 8×8
-        self.upc3 = nn.Sequential(vgg_layer(256 * 2, 256), vgg_layer(256, 256), vgg_layer(256, 128))   # 16×16
-        self.upc4 = nn.Sequential(vgg_layer(128 * 2, 128), vgg_layer(128, 64))                         # 32×32
-        self.upc5 = nn.Sequential(vgg_layer(64 * 2, 64), nn.ConvTranspose2d(64, out_channels, 3, 1, 1))  # 64×64
+        self.upc1 = nn.Sequential(nn.ConvTranspose2d(g_dim, 8 * nf, 4, 1, 0), nn.BatchNorm2d(8 * nf),
+                                  nn.LeakyReLU(0.2, inplace=True))
+        self.upc2 = nn.Sequential(vgg_layer(8 * nf * 2, 8 * nf), vgg_layer(8 * nf, 8 * nf), vgg_layer(8 * nf, 4 * nf))  # 8×8
+        self.upc3 = nn.Sequential(vgg_layer(4 * nf * 2, 4 * nf), vgg_layer(4 * nf, 4 * nf), vgg_layer(4 * nf, 2 * nf))  # 16×16
+        self.upc4 = nn.Sequential(vgg_layer(2 * nf * 2, 2 * nf), vgg_layer(2 * nf, nf))                              # 32×32
+        self.upc5 = nn.Sequential(vgg_layer(nf * 2, nf), nn.ConvTranspose2d(nf, out_channels, 3, 1, 1))             # 64×64
         # the blocks that take a skip, deepest first (skips come shallowest first)
         self._skip_blocks = (self.upc2, self.upc3, self.upc4, self.upc5)
 

@@ -69,7 +69,7 @@ TINY_CONFIG: dict[str, Any] = {
 # Train-section keys that change what a run computes. Two configs that agree on these (and
 # on data, model and likelihood) describe the same run, whatever their logging cadence.
 _RUN_DEFINING_TRAIN_KEYS = ("batch_size", "lr", "beta1", "beta2", "weight_decay", "precision", "grad_clip",
-                            "skip_grad_norm", "seed")
+                            "skip_grad_factor", "skip_warmup", "skip_window", "skip_grad_norm_abs", "seed")
 
 
 class ExperimentError(RuntimeError):
@@ -234,7 +234,9 @@ def ensure_trained(cfg: RunConfig, progress: bool = True) -> tuple[Path, str]:
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.exists():
         payload = load_checkpoint(ckpt)
-        diffs = _differences(_run_defining(payload["config"]), _run_defining(cfg.to_dict()))
+        # through RunConfig: fills keys added since the run was written with their defaults
+        diffs = _differences(_run_defining(RunConfig.from_dict(payload["config"]).to_dict()),
+                             _run_defining(cfg.to_dict()))
         if diffs:
             raise ExperimentError(
                 f"{run_dir} holds a run of another config ({'; '.join(diffs[:4])}). It was left untouched; "
