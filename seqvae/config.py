@@ -45,7 +45,8 @@ class TrainConfig:
     beta1: float = 0.9                # Adam beta1
     beta2: float = 0.999              # Adam beta2
     weight_decay: float = 0.0
-    precision: str = "auto"           # auto | fp32 | bf16 | fp16  (auto: bf16 on GPU if supported, else fp16; fp32 on CPU)
+    precision: str = "auto"           # auto | fp32 | bf16 | fp16  (auto: bf16 where the GPU/CPU computes it natively,
+                                      # else fp16 + grad scaler on GPU, fp32 on CPU; run.json records what was used)
     # Which updates are applied (seqvae/update_guard.py). The loss is summed over every pixel, so
     # gradient norms grow with image size: the skip rule is relative to the run's own history.
     grad_clip: float = 0.0            # clip the global grad norm to this absolute value (0: off); clipped_frac is logged per window, with a warning once most updates are clipped
@@ -61,7 +62,7 @@ class TrainConfig:
     eval_batches: int = 20            # batches per periodic evaluation (0: the whole test split)
     image_every: int = 500            # steps between reconstruction/sample PNG grids (0: only at the end)
     checkpoint_every: int = 500       # steps between checkpoints (the last step always writes one)
-    threads: int = 0                  # torch CPU threads (0: leave torch's default)
+    threads: int = 0                  # torch CPU threads (0: chosen from measured step times, seqvae.threads)
     channels_last: bool = False       # channels_last memory format (pays on GPU convs)
     tensorboard: bool = False         # also log to TensorBoard when the package is installed
 

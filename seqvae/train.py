@@ -17,12 +17,14 @@ point runs under ``torchrun`` with DDP (seeds ``seed * world + rank``).
 Run folder layout::
 
     <out_dir>/config.yaml       the resolved config
+    <out_dir>/run.json          what the process ran with (device, precision, threads, torch)
     <out_dir>/metrics.jsonl     one JSON object per log line ({"step", "split", ...})
     <out_dir>/checkpoint.pt     the latest checkpoint
     <out_dir>/images/           step_XXXXXXX_{reconstructions,samples}.png
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict
@@ -39,6 +41,9 @@ from seqvae.config import ConfigError, RunConfig
 from seqvae.data.loader import batch_stream
 from seqvae.data.spec import batch_to_device
 from seqvae.evaluation.elbo import check_batch, evaluate_elbo
+from seqvae.io import atomic_write_text
+from seqvae.progress import Progress
+from seqvae.threads import ThreadGovernor
 from seqvae.train_figures import save_image_grids
 from seqvae.update_guard import UpdateGuard
 
@@ -94,9 +99,11 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
     check_config(cfg)
     device = dist.init()
     amp.setup_backends(device)
-    if tc.threads > 0:
-        torch.set_num_threads(tc.threads)
     rank, world = dist.rank(), dist.world()
+    # CPU: the thread count is chosen from measured step times (seqvae.threads), unless fixed
+    governor = ThreadGovernor.for_this_process(tc.threads) if device.type == "cpu" and world == 1 else None
+    if governor is None and tc.threads > 0:
+        torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed * world + rank)
 
     run_dir = prepare_run_folder(cfg, resume) if not dry_run else Path(tc.out_dir)
@@ -131,34 +138,38 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
     batches = batch_stream(train_set, tc.batch_size, tc.seed, rank, world, tc.num_workers, start_step=step,
                            pin_memory=device.type == "cuda")
     log = MetricsLog(run_dir, tc.tensorboard) if dist.is_main() and not dry_run else None
+    if log is not None:  # what this process actually runs with (auto settings resolved)
+        atomic_write_text(run_dir / "run.json", json.dumps({
+            "device": str(device), "precision": str(dtype or torch.float32).replace("torch.", ""), "world": world,
+            "threads": "chosen per step from measured step times" if governor and len(governor.candidates) > 1
+            else torch.get_num_threads(), "torch": torch.__version__, "resumed_at_step": step if resume else None,
+        }, indent=2) + "\n")
     n_params = sum(p.numel() for p in model.parameters())
     dist.print0(f"{cfg.model.name} + {cfg.likelihood.name} on {cfg.data.name}: {n_params / 1e6:.2f} M parameters, "
                 f"{device}, precision {dtype or torch.float32}, world {world}")
 
-    bar = None
-    if progress and dist.is_main() and not dry_run:
-        from tqdm import tqdm
-
-        bar = tqdm(total=tc.steps, initial=step, dynamic_ncols=True, desc="train")
-    window = {"t": time.perf_counter(), "examples": 0}
     deadline = time.perf_counter() + tc.time_limit_minutes * 60 if tc.time_limit_minutes > 0 else None
+    bar = Progress(tc.steps, step, deadline, progress and dist.is_main() and not dry_run, tc.log_every)
+    window = {"t": time.perf_counter(), "examples": 0}
     model.train()
     last_steps = tc.steps if not dry_run else step + 1
     while step < last_steps:
         batch = batch_to_device(next(batches), device)
         check_batch(model, batch["frames"])
-        with amp.autocast(device, dtype):
-            out = net(batch)
-        loss = out.loss
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
-        ok = guard.check(grad_norm, step + 1)  # False: non-finite or a spike; counted, never silent
-        if ok:
-            scaler.step(optimizer)
-        model.commit_step(ok)  # e.g. the optimal-σ EMA takes this batch's σ* only with an applied update
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        with governor.step() if governor is not None else contextlib.nullcontext():
+            with amp.autocast(device, dtype):
+                out = net(batch)
+            loss = out.loss
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                       tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+            ok = guard.check(grad_norm, step + 1)  # False: non-finite or a spike; counted, never silent
+            if ok:
+                scaler.step(optimizer)
+            model.commit_step(ok)  # e.g. the optimal-σ EMA takes this batch's σ* only with an applied update
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
         step += 1
         window["examples"] += batch["frames"].shape[0] * world
         if guard.stalled:  # train.max_consecutive_skips in a row: stop loudly, the last checkpoint untouched
@@ -167,8 +178,6 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
                                           **guard.window_stats()})
             raise guard.stall_error()
 
-        if bar is not None:
-            bar.update(1)
         if dry_run:
             dist.print0(f"dry run: one step done, loss {float(loss):.2f}, grad norm {float(grad_norm):.3g}")
             break
@@ -178,12 +187,15 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
             values = {k: float(v) for k, v in out.summary().items()}
             values.update({k: float(v) for k, v in model.scalars().items()})
             values.update(loss=float(loss.detach()), grad_norm=float(grad_norm), **guard.window_stats(),
-                          examples_per_s=window["examples"] / max(elapsed, 1e-9), lr=optimizer.param_groups[0]["lr"])
+                          examples_per_s=window["examples"] / max(elapsed, 1e-9), lr=optimizer.param_groups[0]["lr"],
+                          threads=torch.get_num_threads() if governor is None else governor.current)
             if log is not None:
                 log.write(step, "train", values)
-            if bar is not None:
-                bar.set_postfix(neg_elbo=f"{values['neg_elbo']:.1f}", sigma=f"{values.get('sigma', float('nan')):.3g}")
+            bar.update(step, {"neg_elbo": values["neg_elbo"], "sigma": values.get("sigma", float("nan")),
+                              "steps/s": window["examples"] / max(elapsed, 1e-9) / tc.batch_size / world})
             window = {"t": time.perf_counter(), "examples": 0}
+        else:
+            bar.update(step)
         if (tc.eval_every and step % tc.eval_every == 0) or is_last:
             result = evaluate_elbo(model, test_set, tc.batch_size, device, dtype, tc.eval_batches)
             if log is not None:
@@ -201,8 +213,7 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
             if step < tc.steps:
                 dist.print0(f"stopped at step {step}: train.time_limit_minutes={tc.time_limit_minutes} reached")
             break
-    if bar is not None:
-        bar.close()
+    bar.close()
     dist.barrier()
     return run_dir
 

@@ -179,7 +179,10 @@ def test_eval_and_sample_from_checkpoint(tmp_path, capsys):
     from seqvae.evaluation.elbo import evaluate_elbo
 
     model, cfg, payload = load_model(tmp_path / "e")
-    direct = evaluate_elbo(model, build_data(cfg, "test"), cfg.train.batch_size, torch.device("cpu"))
+    from seqvae import amp
+
+    cpu = torch.device("cpu")
+    direct = evaluate_elbo(model, build_data(cfg, "test"), cfg.train.batch_size, cpu, amp.resolve("auto", cpu))
     for key in ("neg_elbo", "nll", "kl", "bpd"):
         assert result[key] == pytest.approx(direct[key], rel=1e-6), key
     # ... and its σ is the EMA the checkpoint holds (App. C: evaluation uses the EMA)

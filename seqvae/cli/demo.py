@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from einops import repeat
 
-from seqvae import amp, render
+from seqvae import render
 from seqvae.build import build_data, load_model
 from seqvae.checkpoint import load_checkpoint
 from seqvae.config import RunConfig, find_repo_file
@@ -48,8 +48,8 @@ def run_demo(minutes: float = 10.0, out_dir: str = "runs/demo", num_sequences: i
              overrides: tuple[str, ...] = ()) -> Path:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     run_dir = Path(out_dir)
-    fast = ["train.precision=bf16"] if device.type == "cpu" and amp.cpu_supports_bf16() else []
-    cfg = RunConfig.load(find_repo_file(DEMO_CONFIG), [f"train.out_dir={run_dir}", f"train.time_limit_minutes={minutes}", *fast, *overrides])
+    cfg = RunConfig.load(find_repo_file(DEMO_CONFIG), [f"train.out_dir={run_dir}", f"train.time_limit_minutes={minutes}",
+                                                       *overrides])
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.exists():
         step = load_checkpoint(ckpt)["step"]
