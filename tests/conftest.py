@@ -1,15 +1,21 @@
-"""Shared test fixtures."""
-import pytest
-import torch
+"""Shared test set-up: the whole suite runs on one intra-op thread.
+
+Its tensors are small (tiny nets, the simulator, short clips): extra threads only add
+hand-offs, and on a shared 2-core machine a second thread makes every parallel region wait
+for whichever core another process holds (measured 8–60× slower under load). One thread
+keeps ``make test`` steady whatever else runs. ``OMP_NUM_THREADS`` is set before torch
+loads, so the trainer's thread governor (``seqvae.threads``) keeps one thread too.
+"""
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
-    """Run a test on one intra-op thread, then restore torch's count. For modules of many
-    small tensors (tiny nets, the simulator, short clips): on the shared 2-core machines
-    extra threads only add hand-offs and spin-waiting (measured 8–10× slower under load).
-    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
-    threads = torch.get_num_threads()
+    """Every test starts on one thread, whatever the previous test left behind."""
     torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)

@@ -41,7 +41,6 @@ FAST_WIDTH = {
     "svg": ["model.width=8", "model.g_dim=32", "model.rnn_size=32"],
 }
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------ synthetic stand-ins

@@ -26,7 +26,6 @@ SPEC16 = DataSpec(channels=3, height=16, width=16)
 MODES = ["bottom_up", "top_down"]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread (tests/conftest.py)
 
 
 def small(inference: str, head=None, layers: int = 4, spec: DataSpec = SPEC16) -> HVAE:

@@ -38,16 +38,6 @@ def no_network(monkeypatch):
 
 
 @pytest.fixture
-def one_thread():
-    """Conv-heavy tests run single-threaded: on the shared 2-core budget a second intra-op
-    thread mostly spin-waits (the Inception forward was ~5× slower with 2 threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def empty_hub(tmp_path, monkeypatch, no_network):
     hub = tmp_path / "hub"
     hub.mkdir()
@@ -177,7 +167,7 @@ def test_lpips_missing_backbone_raises_with_path_and_setting(empty_hub, tmp_path
         LPIPS(backbone_weights=tmp_path / "nope.pth")
 
 
-def test_lpips_loads_local_backbone_and_scores_frames_in_minus_one_one(empty_hub, one_thread):
+def test_lpips_loads_local_backbone_and_scores_frames_in_minus_one_one(empty_hub):
     (empty_hub / "checkpoints").mkdir()
     state = _random_alexnet_features(empty_hub / "checkpoints" / ALEX_FILE)
     metric = LPIPS()  # found in the (patched) torch hub cache
@@ -310,7 +300,7 @@ def random_inception_file(tmp_path_factory):
     return path
 
 
-def test_compute_fid_end_to_end_gray_iterable_vs_rgb(random_inception_file, no_network, one_thread):
+def test_compute_fid_end_to_end_gray_iterable_vs_rgb(random_inception_file, no_network):
     g = torch.Generator().manual_seed(9)
     gray = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8, generator=g)
     other = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=g)
@@ -328,7 +318,7 @@ def test_compute_fid_end_to_end_gray_iterable_vs_rgb(random_inception_file, no_n
 
 
 @pytest.mark.slow
-def test_compute_fid_covariance_route_matches_torch_fidelity(random_inception_file, one_thread):
+def test_compute_fid_covariance_route_matches_torch_fidelity(random_inception_file):
     """Full 2048×2048 route (~1.5 min on a shared CPU) against torch-fidelity's own formula."""
     from torch_fidelity.metric_fid import fid_statistics_to_metric
 

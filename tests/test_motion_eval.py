@@ -8,7 +8,6 @@ from seqvae.data.spec import DataSpec
 from seqvae.worlds.pusher.world import PusherConfig
 from seqvae.worlds.pusher.motion import object_motion, track_objects
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 N_CTX, T = 2, 14
 

@@ -27,7 +27,6 @@ SIM = PusherSim()
 PIXEL = SIM.cfg.pixel  # one pixel in table units (2 / 64)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread (tests/conftest.py)
 
 
 def gen(seed: int = 0) -> torch.Generator:

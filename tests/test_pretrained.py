@@ -17,7 +17,6 @@ RAW = {"data": {"name": "pusher", "seq_len": 5, "num_test": 4, "action_condition
                  "n_past": 2, "n_future": 3, "n_eval": 3, "action_conditioned": True},
        "likelihood": {"name": "optimal_sigma"}, "train": {"steps": 1}}
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

@@ -17,7 +17,6 @@ from seqvae.registry import DATASETS
 CFG = PusherConfig()
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread (tests/conftest.py)
 
 
 def gen(seed: int) -> torch.Generator:

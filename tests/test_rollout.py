@@ -23,7 +23,6 @@ B, N_CTX, HORIZON, A, S = 2, 2, 3, 2, 2
 TOL = dict(rtol=0, atol=1e-5)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread (tests/conftest.py)
 
 
 def gen(seed: int = 0) -> torch.Generator:

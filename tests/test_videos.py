@@ -21,7 +21,6 @@ from seqvae.registry import DATASETS
 TOL = 12  # codec (YUV 4:2:0, lossy) tolerance on 0..255 colours
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread (tests/conftest.py)
 
 
 def colour(i: int) -> np.ndarray:

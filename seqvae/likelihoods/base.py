@@ -59,8 +59,9 @@ class LikelihoodHead(nn.Module):
 
     def commit_pending(self, accepted: bool) -> None:
         """Apply (``accepted``) or drop the state changes recorded by training-mode ``nll``
-        calls since the last call (see :meth:`seqvae.models.base.SequenceVAE.commit_step`).
-        Stateless heads have nothing to do."""
+        calls since the last call, in this head and any head nested in it (see
+        :func:`commit_pending_state`). Stateless heads have nothing to do."""
+        commit_pending_state(self, accepted)
 
     # -- to implement ----------------------------------------------------------------
     def _nll(self, params: Tensor, x: Tensor) -> Tensor:
@@ -82,6 +83,16 @@ class LikelihoodHead(nn.Module):
                 f"{type(self).__name__} needs params [N, {expected}, H, W] for x {tuple(x.shape)}, "
                 f"got {tuple(params.shape)}"
             )
+
+
+def commit_pending_state(module: nn.Module, accepted: bool) -> None:
+    """End a training step for ``module`` and everything in it: each submodule that defines
+    ``apply_pending(accepted)`` applies the state change its forward passes recorded (e.g.
+    the optimal-σ EMA) when the step's update was ``accepted``, and drops it otherwise."""
+    for sub in module.modules():
+        hook = getattr(sub, "apply_pending", None)
+        if hook is not None:
+            hook(accepted)
 
 
 def to_uint8_levels(x: Tensor) -> Tensor:

@@ -163,7 +163,7 @@ class OptimalSigmaGaussian(GaussianHead):
 
     In training mode σ* is the batch estimate (all-reduced across DDP ranks, so a
     distributed step equals one process on the joined batch); it is recorded as pending
-    and folded into the EMA by :meth:`commit_pending` only when the training step's update
+    and folded into the EMA by :meth:`apply_pending` only when the training step's update
     is accepted, so a skipped non-finite step (one NaN pixel) cannot poison the EMA. In
     eval mode, and when sampling, the EMA is used (App. C). ``per_image=True``
     takes the mean per example instead (per-image optimal σ-VAE, §4); the EMA then
@@ -194,7 +194,7 @@ class OptimalSigmaGaussian(GaussianHead):
                 dist.all_reduce(total)
             return total[0] / total[1]
 
-    def commit_pending(self, accepted: bool) -> None:
+    def apply_pending(self, accepted: bool) -> None:
         """Fold this step's batch σ*² into the EMA if the update was accepted; drop it otherwise.
         Every DDP rank holds the same all-reduced value, so the EMAs stay equal."""
         pending, self._pending = self._pending, []

@@ -6,7 +6,7 @@ probes a model's attributes.
 
 State that a training step changes outside the optimizer (a buffer such as the optimal-σ
 head's EMA) is only *recorded* in ``forward``; the loop calls ``commit_step(accepted)``
-after each step, and any submodule that defines ``commit_pending(accepted)`` applies its
+after each step, and any submodule that defines ``apply_pending(accepted)`` applies its
 pending change only when the update was accepted (never after a skipped, non-finite one).
 A hand-written loop calls ``model.commit_step()`` after ``optimizer.step()``.
 
@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from seqvae.data.spec import DataSpec
-from seqvae.likelihoods.base import LikelihoodHead
+from seqvae.likelihoods.base import LikelihoodHead, commit_pending_state
 from seqvae.models.output import ELBO
 
 
@@ -50,12 +50,9 @@ class SequenceVAE(nn.Module):
         raise NotImplementedError
 
     def commit_step(self, accepted: bool = True) -> None:
-        """End a training step: every submodule with ``commit_pending`` applies (``accepted``)
+        """End a training step: every submodule with ``apply_pending`` applies (``accepted``)
         or drops what its forward passes recorded since the last call."""
-        for module in self.modules():
-            commit = getattr(module, "commit_pending", None)
-            if commit is not None:
-                commit(accepted)
+        commit_pending_state(self, accepted)
 
     def scalars(self) -> dict[str, Tensor | float]:
         """Scalars for logs: the head's (σ, effective β) by default."""
