@@ -136,7 +136,7 @@ def test_context_actions_are_used_and_default_to_zeros(model):
     """Rollouts equal SVG.predict with [context actions, candidate] and the returned noise."""
     ctx, acts = context(), candidates(1)
     ca = torch.rand(B, N_CTX - 1, A, generator=gen(4)) * 2 - 1
-    with_ca = rollout(model, ctx, acts, 1, generator=gen(5), context_actions=ca)
+    with_ca = rollout(model, ctx, acts, 1, generator=gen(5), context_actions=ca, precision="fp32")
     default = rollout(model, ctx, acts, 1, generator=gen(5))
     zeros = rollout(model, ctx, acts, 1, generator=gen(5), context_actions=torch.zeros(B, N_CTX - 1, A))
     torch.testing.assert_close(default.frames, zeros.frames, rtol=0, atol=0)
@@ -174,7 +174,7 @@ def test_bf16_autocast_close_to_fp32(model):
 def test_action_free_model_with_one_candidate():
     model = tiny_svg(actions=False)
     ctx = context()
-    out = rollout(model, ctx, None, 3, generator=gen(5), horizon=HORIZON)
+    out = rollout(model, ctx, None, 3, generator=gen(5), horizon=HORIZON, precision="fp32")
     assert out.frames.shape == (B, 1, 3, HORIZON, 3, 64, 64)
     assert out.noise.shape == (B, 3, N_CTX - 1 + HORIZON, 4)
     direct = model.predict(ctx, HORIZON, noise=out.noise[:, 2])

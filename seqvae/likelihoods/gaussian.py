@@ -158,6 +158,9 @@ def build_shared_sigma(cfg: SharedSigmaConfig) -> LikelihoodHead:
 
 
 # ------------------------------------------------------------------- optimal σ
+MAX_PENDING = 16  # forward passes per training step whose σ*² wait for the step's verdict
+
+
 class OptimalSigmaGaussian(GaussianHead):
     """Analytic σ*² = mean((x − μ)²) (paper Eq. 5), no gradient step.
 
@@ -216,7 +219,8 @@ class OptimalSigmaGaussian(GaussianHead):
         if x is not None and (self.training or self.per_image):
             sigma2 = self.batch_sigma2(self._mu(params), x)
             if self.training:
-                self._pending.append(sigma2.mean().detach().float())
+                # at most the last MAX_PENDING forwards of a step (a loop that never commits cannot grow it)
+                self._pending = [*self._pending[-(MAX_PENDING - 1):], sigma2.mean().detach().float()]
         else:
             sigma2 = self.ema_sigma2
         log_sigma = self._floor(0.5 * torch.log(sigma2))

@@ -63,7 +63,8 @@ TINY_CONFIG: dict[str, Any] = {
     "model": {"name": "conv_vae", "base_channels": 16, "latent_dim": 8},
     "likelihood": {"name": "optimal_sigma"},
     "train": {"out_dir": "runs/experiment", "steps": 1000, "batch_size": 32, "lr": 1e-3, "log_every": 20,
-              "eval_every": 0, "eval_batches": 0, "image_every": 0, "checkpoint_every": 500},
+              "eval_every": 0, "eval_batches": 0, "image_every": 0, "checkpoint_every": 500,
+              "precision": "fp32"},  # the paper's bounds in float32 (bf16 buys little for these tiny nets)
 }
 
 # Train-section keys that change what a run computes. Two configs that agree on these (and
