@@ -4,11 +4,15 @@ Its tensors are small (tiny nets, the simulator, short clips): extra threads onl
 hand-offs, and on a shared 2-core machine a second thread makes every parallel region wait
 for whichever core another process holds (measured 8–60× slower under load). One thread
 keeps ``make test`` steady whatever else runs. ``OMP_NUM_THREADS`` is set before torch
-loads, so the trainer's thread governor (``seqvae.threads``) keeps one thread too.
+loads, so the trainer's thread governor (``seqvae.threads``) keeps one thread too. Caches
+(``XDG_CACHE_HOME``) go to a temporary folder.
 """
 import os
+import tempfile
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# caches the code writes (e.g. the video frame cache) go to a fresh folder, not the user's
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="seqvae-test-cache-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

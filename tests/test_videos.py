@@ -1,6 +1,7 @@
 """The ``video_folder`` data set (seqvae.data.videos) on tiny videos written with PyAV."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
@@ -157,3 +158,38 @@ def test_registered(folder):
     assert ds.spec.seq_len == 4 and ds.spec.action_dim == 0 and len(ds) > 0
     with pytest.raises(IndexError):
         ds[len(ds)]
+
+
+# ------------------------------------------------------------------ frame cache
+def test_cached_clips_equal_decoded_clips_and_each_video_is_decoded_once(folder, tmp_path, monkeypatch):
+    import seqvae.data.video_cache as video_cache
+
+    plain = VideoFolderDataset(config(folder, seq_len=4, frame_step=2, cache=False), "train")
+    cached = VideoFolderDataset(config(folder, seq_len=4, frame_step=2, cache_dir=str(tmp_path)), "train")
+    builds = []
+    real_build = video_cache.FrameCache._build
+    monkeypatch.setattr(video_cache.FrameCache, "_build",
+                        lambda self, path, entry, n: builds.append(path.name) or real_build(self, path, entry, n))
+    for i in range(len(plain)):
+        assert torch.equal(cached[i]["frames"], plain[i]["frames"]), i
+    assert sorted(builds) == ["a.mp4", "b.avi", "c.mkv"]            # one sequential decode per video
+    again = VideoFolderDataset(config(folder, seq_len=4, frame_step=2, cache_dir=str(tmp_path)), "train")
+    assert torch.equal(again[len(again) - 1]["frames"], plain[len(plain) - 1]["frames"])
+    assert len(builds) == 3                                          # a new data set reads the files
+    assert len(list(tmp_path.glob("*.u8"))) == 3
+
+
+def test_a_changed_video_is_decoded_again_and_its_old_entry_removed(tmp_path):
+    root = tmp_path / "videos"
+    root.mkdir()
+    write_video(root / "v.mp4", "libx264", 8, 64, 64, 0, {"crf": "12", "g": "4"})
+    cfg = config(root, seq_len=8, cache_dir=str(tmp_path / "cache"))
+    first = VideoFolderDataset(cfg, "train")[0]["frames"]
+    old = list((tmp_path / "cache").glob("*.u8"))
+    write_video(root / "v.mp4", "libx264", 8, 64, 64, 16, {"crf": "12", "g": "4"})   # black bars now
+    os.utime(root / "v.mp4", ns=(0, 10**18))                                       # a new mtime for sure
+    second = VideoFolderDataset(cfg, "train")[0]["frames"]
+    new = list((tmp_path / "cache").glob("*.u8"))
+    assert len(old) == len(new) == 1 and old != new
+    assert not torch.equal(first, second)
+    assert torch.equal(second, VideoFolderDataset(config(root, seq_len=8, cache=False), "train")[0]["frames"])

@@ -14,8 +14,10 @@ file in every split (for a single video or a quick demo).
 
 Building the data set indexes only its own split's files: frame counts and presentation
 timestamps come from demuxing (no decoding) and stay in the index, so a clip is decoded
-on demand by seeking to the key frame before its first frame. Items are
-``{"frames": uint8 [seq_len, 3, image_size, image_size]}``.
+on demand: from the frame cache (:mod:`seqvae.data.video_cache`; each video decoded once
+at ``image_size``, memory-mapped; ``cache: false`` turns it off), or by seeking to the
+key frame before its first frame. Items are ``{"frames": uint8 [seq_len, 3, image_size,
+image_size]}``.
 """
 from __future__ import annotations
 
@@ -25,13 +27,14 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from seqvae.registry import ComponentConfig
 from seqvae.data.spec import DataSpec
+from seqvae.data.video_cache import FrameCache, default_cache_dir
 from seqvae.registry import DATASETS
 
 SPLITS = ("train", "val", "test")
@@ -65,6 +68,8 @@ class VideoFolderConfig(ComponentConfig):
     test_fraction: float = 0.1        # ... and in test
     split_by: str = "file"            # "file": split by path hash; "none": every file in every split
     skip_broken: bool = False         # warn and skip unreadable files instead of failing
+    cache: bool = True                # decode each video once into a memory-mapped frame cache (fast clips)
+    cache_dir: str = ""               # where ("": $XDG_CACHE_HOME/seqvae/video_frames)
 
 
 def split_of(relative_path: str, val_fraction: float, test_fraction: float) -> str:
@@ -107,8 +112,9 @@ def probe_video(path: Path) -> tuple[int, tuple[int, ...] | None]:
     return len(pts), tuple(sorted(pts))  # type: ignore[arg-type]
 
 
-def decode_frames(video: VideoInfo, indices: list[int]) -> Tensor:
-    """Decode the frames ``indices`` (increasing) of ``video``: ``uint8 [len, H, W, 3]``.
+def decode_frames(video: VideoInfo, indices: list[int], size: int | None = None) -> Tensor:
+    """Decode the frames ``indices`` (increasing) of ``video``: ``uint8 [len, H, W, 3]``, or
+    with ``size`` ``uint8 [len, 3, size, size]`` (:class:`FrameSquarer`).
 
     Seeks to the key frame before the first wanted frame when timestamps are known and
     identifies frames by timestamp; otherwise (or if seeking misbehaves) decodes from
@@ -118,9 +124,9 @@ def decode_frames(video: VideoInfo, indices: list[int]) -> Tensor:
     try:
         out = None
         if video.pts is not None and first > 0:
-            out = _collect(video, indices, seek=True)
+            out = _collect(video, indices, seek=True, size=size)
         if out is None:
-            out = _collect(video, indices, seek=False)
+            out = _collect(video, indices, seek=False, size=size)
     except Exception as err:
         raise VideoDecodeError(f"cannot decode video file {video.path} (frames {first}..{last}): {err}") from err
     if len(out) != len(indices):
@@ -131,13 +137,14 @@ def decode_frames(video: VideoInfo, indices: list[int]) -> Tensor:
     return torch.stack([out[i] for i in indices])
 
 
-def _collect(video: VideoInfo, indices: list[int], seek: bool) -> dict[int, Tensor] | None:
+def _collect(video: VideoInfo, indices: list[int], seek: bool, size: int | None = None) -> dict[int, Tensor] | None:
     """Frames ``indices`` by index; None if a seek did not land before the first of them."""
     av = _av()
     wanted, first, last = set(indices), indices[0], indices[-1]
     out: dict[int, Tensor] = {}
     with av.open(str(video.path)) as container:
         stream = container.streams.video[0]
+        square = FrameSquarer(stream, size) if size else None
         if seek:
             container.seek(video.pts[first], stream=stream, backward=True, any_frame=False)
         counter = 0
@@ -152,22 +159,39 @@ def _collect(video: VideoInfo, indices: list[int], seek: bool) -> dict[int, Tens
                 index = counter
                 counter += 1
             if index in wanted:
-                out[index] = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+                out[index] = torch.from_numpy(square(frame) if square else frame.to_ndarray(format="rgb24"))
             if index >= last:
                 break
     return out
 
 
-def resize_square(frames: Tensor, size: int) -> Tensor:
-    """Centre-crop ``uint8 [T, H, W, 3]`` to a square and resize -> ``uint8 [T, 3, size, size]``."""
-    T, H, W, _ = frames.shape
-    side = min(H, W)
-    top, left = (H - side) // 2, (W - side) // 2
-    x = frames[:, top:top + side, left:left + side].permute(0, 3, 1, 2)
-    if side == size:
-        return x.contiguous()
-    x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.round_().clamp_(0, 255).to(torch.uint8)
+class FrameSquarer:
+    """Decoded frames of one stream → ``uint8 [3, size, size]``: centre-cropped to a square
+    and scaled by FFmpeg's filters (``crop``, then ``scale`` with area averaging, i.e.
+    antialiased) — the one resize of this data set, cached or not, at about the speed of
+    decoding itself."""
+
+    def __init__(self, stream, size: int) -> None:
+        self.stream, self.size, self.graph = stream, size, None
+
+    def _build(self, frame) -> None:
+        av = _av()
+        side = min(frame.width, frame.height)
+        graph = av.filter.Graph()
+        nodes = [graph.add_buffer(template=self.stream),
+                 graph.add("crop", f"{side}:{side}:(iw-{side})/2:(ih-{side})/2"),
+                 graph.add("scale", f"{self.size}:{self.size}:flags=area"),
+                 graph.add("format", "rgb24"), graph.add("buffersink")]
+        for a, b in zip(nodes, nodes[1:]):
+            a.link_to(b)
+        graph.configure()
+        self.graph = graph
+
+    def __call__(self, frame) -> np.ndarray:
+        if self.graph is None:
+            self._build(frame)
+        self.graph.push(frame)
+        return np.ascontiguousarray(self.graph.pull().to_ndarray().transpose(2, 0, 1))
 
 
 class VideoFolderDataset(Dataset):
@@ -187,6 +211,7 @@ class VideoFolderDataset(Dataset):
             raise ValueError("data.val_fraction and data.test_fraction must be >= 0 and sum to at most 1")
         self.cfg, self.split = cfg, split
         self.spec = DataSpec(3, cfg.image_size, cfg.image_size, cfg.seq_len, action_dim=0)
+        self.cache = FrameCache(cfg.cache_dir or default_cache_dir(), cfg.image_size) if cfg.cache else None
 
         root = Path(cfg.root).expanduser()
         exts = {e.lower().lstrip(".") for e in cfg.extensions}
@@ -252,9 +277,13 @@ class VideoFolderDataset(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"video_folder {self.split} index {index} out of range [0, {len(self)})")
         v, start = self.clips[index]
-        indices = [start + j * self.cfg.frame_step for j in range(self.cfg.seq_len)]
-        frames = decode_frames(self.videos[v], indices)
-        return {"frames": resize_square(frames, self.cfg.image_size)}
+        step = self.cfg.frame_step
+        if self.cache is not None:   # a slice of the decoded-once frames
+            video = self.videos[v]
+            frames = self.cache.frames(video.path, video.num_frames)[start:start + self.cfg.seq_len * step:step]
+            return {"frames": torch.from_numpy(np.array(frames))}   # a copy: the map is read-only
+        indices = [start + j * step for j in range(self.cfg.seq_len)]
+        return {"frames": decode_frames(self.videos[v], indices, self.cfg.image_size)}
 
 
 @DATASETS.register("video_folder", VideoFolderConfig)
