@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""The quality figures of a pusher model on held-out data (what the model cards report).
+
+    python tools/evaluate_pretrained.py --pretrained pusher-actions --write-card-figures
+    python tools/evaluate_pretrained.py runs/pusher_actions_pretrained --episodes 10
+
+Held out: the test split of the model's own data config (its items come from a seed
+stream no training item uses), and planning episodes from ``--plan-seed`` (default 1000;
+nothing was tuned on these). Figures:
+
+* action-conditioned models: object motion under the true actions (``--sequences`` 64,
+  16 samples, all predicted frames: 28): predicted / true travel of the objects that move,
+  best-of-16 final object error against the stay-put error; closed-loop planning success
+  (``--episodes`` 50) for random actions, CEM with the true simulator and CEM with the
+  model, with seconds per episode.
+* action-free models: best-of-16 PSNR / SSIM against copy-last-frame over 32 sequences and
+  20 predicted frames, and the same object-motion figures.
+
+``--write-card-figures`` stores them as ``seqvae/pretrained/<file>.figures.json`` for the
+model card and the demo.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from seqvae import pretrained
+from seqvae.build import build_data, load_model, model_source
+from seqvae.control.cem import CEMConfig
+from seqvae.evaluation.video import evaluate_video
+from seqvae.io import atomic_write_text
+from seqvae.worlds.pusher.motion import ObjectMotionMetric
+from seqvae.worlds.pusher.planning_eval import PlanEvalConfig, evaluate_pusher, sim_for_model
+
+# The planner settings of the figures (the README's planning table): CEM 2 × 100 candidates,
+# 10 elites, horizon 10, replanning every 3 of 30 steps.
+PLAN = dict(steps=30, replan_every=3, cem=CEMConfig(iterations=2, candidates=100, elites=10, horizon=10))
+
+
+def motion_and_frames(model, cfg, sequences: int, samples: int) -> dict:
+    test = build_data(cfg, "test")
+    metric = ObjectMotionMetric()
+    start = time.perf_counter()
+    result = evaluate_video(model, test, n_samples=samples, n_sequences=sequences, device=torch.device("cpu"),
+                            metrics=[metric])
+    m = metric.result()
+    n_future = result.curves["psnr"].shape[1]
+    return {
+        "sequences": sequences, "samples": samples, "predicted_frames": n_future,
+        "psnr_best": result.summary()["psnr_mean"], "ssim_best": result.summary()["ssim_mean"],
+        "psnr_copy_last": result.summary()["copy_last_psnr_mean"], "ssim_copy_last": result.summary()["copy_last_ssim_mean"],
+        "objects": m.objects, "moving_objects": m.moving, "true_travel": m.true_displacement,
+        "predicted_travel": m.predicted_displacement, "travel_ratio": m.predicted_displacement / m.true_displacement,
+        "best_final_error": m.best_error, "stay_put_error": m.true_displacement,
+        "error_ratio": m.best_error / m.true_displacement, "tracker_floor": m.tracker_error,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def planning(model, cfg, episodes: int, seed: int, out_dir: Path | None) -> dict:
+    plan = PlanEvalConfig(episodes=episodes, seed=seed, methods=("random", "true_sim", "learned"),
+                          render_episodes=3 if out_dir else 0, **PLAN)
+    result = evaluate_pusher(plan, model=model, sim=sim_for_model(cfg.data), out_dir=out_dir, log=lambda _: None)
+    return {"episodes": episodes, "seed": seed, "threshold": result["threshold"],
+            "mean_start_distance": result["mean_start_distance"],
+            "settings": "CEM 2 × 100 candidates, 10 elites, horizon 10, replan every 3 of 30 steps",
+            "methods": {name: {k: s[k] for k in ("success_rate", "mean_final_distance", "seconds_per_episode")}
+                        for name, s in result["methods"].items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", nargs="?", default="", help="a run folder or checkpoint (or --pretrained)")
+    parser.add_argument("--pretrained", default="", help="a shipped model by name")
+    parser.add_argument("--sequences", type=int, default=0, help="test sequences (default 64 with actions, else 32)")
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--episodes", type=int, default=50, help="planning episodes (action-conditioned models)")
+    parser.add_argument("--plan-seed", type=int, default=1000)
+    parser.add_argument("--out-dir", default="", help="also render planning episodes and write figures.json here")
+    parser.add_argument("--write-card-figures", action="store_true", help="store the figures beside the shipped model")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    try:
+        source = model_source(args.checkpoint, args.pretrained)
+        model, cfg, payload = load_model(source)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"evaluate_pretrained: error: {err}", file=sys.stderr)
+        return 2
+    conditioned = bool(model.action_dim)
+    sequences = args.sequences or (64 if conditioned else 32)
+    figures = {"model": source, "step": payload["step"], "data_seed": cfg.data.seed, "test_split": "test",
+               "motion": motion_and_frames(model, cfg, sequences, args.samples)}
+    print(json.dumps(figures["motion"], indent=2))
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    if conditioned and args.episodes:
+        figures["planning"] = planning(model, cfg, args.episodes, args.plan_seed, out_dir)
+        print(json.dumps(figures["planning"], indent=2))
+    if out_dir:
+        atomic_write_text(out_dir / "figures.json", json.dumps(figures, indent=2) + "\n")
+    if args.write_card_figures:
+        if not args.pretrained:
+            print("evaluate_pretrained: --write-card-figures needs --pretrained NAME", file=sys.stderr)
+            return 2
+        entry = pretrained.info(args.pretrained)
+        path = pretrained.HERE / entry.file.replace(".safetensors", ".figures.json")
+        atomic_write_text(path, json.dumps(figures, indent=2) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
