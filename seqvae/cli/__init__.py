@@ -3,7 +3,7 @@
     seqvae train CONFIG [key=value ...] [--resume] [--dry-run]
     seqvae eval CKPT [--split test] [--samples N] [key=value ...]
     seqvae sample CKPT [--num N] [--seed S] [--out FILE]
-    seqvae demo [--minutes M]
+    seqvae demo [--minutes M]               (train, predict, plan on the embedded pushing world)
     seqvae analyze CKPT                     (rate, MI, marginal KL, FID)
     seqvae rollout CKPT ...                 (predicted futures -> .npz + MP4)
     seqvae plan [CONFIG] [key=value ...]    (closed-loop planning; added by the pushing world)
@@ -20,13 +20,13 @@ import argparse
 import sys
 
 from seqvae.checkpoint import CheckpointError
-from seqvae.cli import analyze, demo, evaluate, render, rollout, sample, train
+from seqvae.cli import analyze, evaluate, render, rollout, sample, train
 from seqvae.config import ConfigError
 from seqvae.registry import COMMANDS as REGISTERED_COMMANDS
 from seqvae.train import RunFolderError
 from seqvae.update_guard import UpdatesSkippedError
 
-COMMANDS = (train, evaluate, sample, demo, analyze, rollout, render)
+COMMANDS = (train, evaluate, sample, analyze, rollout, render)
 
 
 def build_parser() -> argparse.ArgumentParser:
