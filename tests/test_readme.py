@@ -38,7 +38,6 @@ def readme_commands() -> list[list[str]]:
 def readme_command_names() -> set[str]:
     """Sub-commands the README names in prose (`` `seqvae NAME` ``)."""
     return set(re.findall(r"`seqvae ([a-z]+)`", (ROOT / "README.md").read_text()))
-    return commands
 
 
 COMMANDS = readme_commands()
