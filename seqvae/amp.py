@@ -30,7 +30,8 @@ def resolve(precision: str, device: torch.device) -> torch.dtype | None:
 def cpu_supports_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast pays."""
     try:
-        flags = open("/proc/cpuinfo").read()
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags

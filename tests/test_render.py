@@ -379,3 +379,26 @@ def test_panel_grid_places_every_shown_frame_with_its_marker():
             top, left = header + r * cell_h, PAD + LABEL_WIDTH + c * cell_w
             assert grid[top + BORDER + size // 2, left + BORDER + size // 2, 0] == 8 * t          # the frame itself
             assert tuple(grid[top, left]) == (CONTEXT_COLOR if t < 2 else after)               # its marker
+
+
+def test_render_names_the_wrong_inputs_people_give_it(tmp_path, capsys):
+    """Text, a checkpoint, a video or an image instead of an .npz: one line saying what the
+    file is and what the command reads (never numpy's advice to allow pickles)."""
+    import torch
+
+    from seqvae.cli import main
+    from seqvae.render import write_mp4
+
+    (tmp_path / "notes.md").write_text("# not arrays\n")
+    torch.save({"model": {"w": torch.zeros(2)}}, tmp_path / "checkpoint.pt")
+    write_mp4(tmp_path / "clip.mp4", np.zeros((3, 16, 16, 3), np.uint8))
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "frame.png")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    expected = {"notes.md": "a text file", "checkpoint.pt": "a torch checkpoint", "clip.mp4": "a video",
+                "frame.png": "an image", "empty.npz": "an empty file"}
+    for name, kind in expected.items():
+        assert main(["render", str(tmp_path / name), "--out", str(tmp_path / "x.png")]) == 2
+        err = capsys.readouterr().err
+        assert f"is {kind}" in err and "reads an .npz" in err and "allow_pickle" not in err, err

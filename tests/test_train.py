@@ -286,3 +286,18 @@ def test_old_absolute_skip_setting_is_refused_by_name():
     # configs saved before the change carry the old default 0 and still load (old checkpoints)
     cfg = RunConfig.from_dict(apply_overrides(BASE, ["train.skip_grad_norm=0.0"]))
     assert cfg.train.skip_grad_factor > 1 and cfg.train.skip_grad_norm_abs == 0
+
+
+def test_dry_run_writes_nothing_and_says_so(tmp_path, capsys):
+    import warnings
+
+    import yaml
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(apply_overrides(BASE, [f"train.out_dir={tmp_path / 'dry'}"])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # no library warning leaks to the user
+        assert cli_main(["train", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run: one step done" in out and "nothing was written" in out and "run folder" not in out
+    assert not (tmp_path / "dry").exists()

@@ -24,18 +24,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoint", help="checkpoint.pt or a run folder of an image model with an encoder (conv_vae)")
     p.add_argument("overrides", nargs="*", help="key=value overrides (e.g. data.root=...)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="the data split to score")
     p.add_argument("--max-examples", type=int, default=10000,
                    help="posteriors of at most this many examples (0: all); MI can be at most log N")
     p.add_argument("--num-samples", type=int, default=10000, help="Monte Carlo samples z ~ m(z)")
     p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo samples and the FID prior samples")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     p.add_argument("--inception-weights", default=None,
                    help="Inception-v3 weights for FID (default: the torch hub cache; FID is skipped with a "
                         "message when absent — nothing is downloaded)")
     p.add_argument("--fid-samples", type=int, default=10000, help="prior samples and split images for FID")
     p.add_argument("--no-fid", action="store_true", help="skip FID even when weights exist")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--json", default="", help="also write the figures to this JSON file")
     p.set_defaults(func=run)
     return p

@@ -10,15 +10,44 @@ from einops import rearrange
 from seqvae.io import frames_to_float
 
 
+def what_file_is(path: Path) -> str | None:
+    """A name for common files that are not an ``.npz`` of arrays (by their first bytes)."""
+    import zipfile
+
+    head = path.read_bytes()[:16] if path.stat().st_size else b""
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK") and zipfile.is_zipfile(path):
+        names = zipfile.ZipFile(path).namelist()
+        if any(n.endswith("data.pkl") for n in names):
+            return "a torch checkpoint (use it with seqvae eval / rollout, not as frames)"
+        return None                                    # a zip: perhaps an .npz after all
+    if head[4:8] == b"ftyp" or head.startswith((b"\x1aE\xdf\xa3", b"RIFF")):
+        return "a video (pass it to seqvae rollout --video, or decode it into an .npz first)"
+    if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8")):
+        return "an image"
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return None
+
+
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` (never unpickled); a clear error for anything else."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
+    kind = what_file_is(path)
+    if kind is not None:
+        raise ValueError(f"{path} is {kind}; this command reads an .npz of arrays, e.g. 'frames' "
+                         "uint8 [N, T, C, H, W] (as seqvae rollout writes)")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except (ValueError, OSError) as err:
-        raise ValueError(f"{path} is not a readable .npz file ({err})") from None
+        raise ValueError(f"{path} is not a readable .npz of arrays ({type(err).__name__}); this command reads "
+                         "an .npz with 'frames' uint8 [N, T, C, H, W] (as seqvae rollout writes)") from None
 
 
 def frames_to_model_layout(frames: np.ndarray, chw: tuple[int, int, int], source: str) -> torch.Tensor:

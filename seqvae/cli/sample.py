@@ -31,5 +31,5 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--num", type=int, default=64, help="number of samples (a square grid)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prior samples")
     p.add_argument("--out", default="", help="PNG path (default: samples_seedS.png beside the checkpoint)")
-    p.add_argument("--device", default=DEFAULT_DEVICE)
+    p.add_argument("--device", default=DEFAULT_DEVICE, help="cpu or cuda")
     p.set_defaults(func=run)

@@ -18,7 +18,8 @@ def run(args: argparse.Namespace) -> None:
         if run_cfg.exists():
             cfg = RunConfig.load(run_cfg, args.overrides)
     run_dir = train(cfg, resume=args.resume, dry_run=args.dry_run)
-    print(f"run folder: {run_dir}")
+    if not args.dry_run:
+        print(f"run folder: {run_dir}")
 
 
 def add_parser(sub: Any) -> None:
