@@ -5,8 +5,8 @@ the data spec and the training step as JSON) listed in ``manifest.json`` with it
 next to a model card (``NAME.md``: config, command, steps, wall time, hardware, figures).
 A file whose bytes do not match the manifest is refused::
 
-    model, cfg = seqvae.pretrained.load("pusher-actions")
-    seqvae eval --pretrained pusher-actions          # wherever a command takes a checkpoint
+    model, cfg = seqvae.pretrained.load(NAME)        # NAME: a key of manifest.json
+    seqvae eval --pretrained NAME                    # wherever a command takes a checkpoint
 """
 from __future__ import annotations
 
