@@ -214,3 +214,63 @@ def compute_fvd(videos_a: Tensor, videos_b: Tensor, weights: str | os.PathLike |
     """FVD between two sets of videos ``[N, T, C, H, W]`` (uint8 or float in [0, 1]), N ≥ 2 each."""
     embed = I3DEmbedder(weights, device, batch_size)
     return fvd_from_features(embed(videos_a), embed(videos_b))
+
+
+class FVDMetric:
+    """FVD as a streaming video metric (:class:`seqvae.evaluation.video.VideoMetric`): the
+    true clips of every batch against the first ``samples`` futures of each sequence (samples
+    are exchangeable, so the first is a random one), each with its context frames in front
+    when ``include_context`` (SRVP's ``test.py``, VideoGPT).
+
+    With one sample per clip the FVD is that of the N true clips against the N sampled ones.
+    With k > 1 (VideoGPT: 100) FVD is computed for each of the k sample sets against the N
+    true clips and reported as mean ± std (``fvd``, ``fvd_std``), as VideoGPT's
+    ``compute_fvd.py`` does over its trials; ``fvd_pooled`` compares all k·N sampled clips
+    with the N true ones at once.
+    """
+
+    name = "fvd"
+
+    def __init__(self, embedder: I3DEmbedder, include_context: bool = True, samples: int = 1) -> None:
+        if samples < 1:
+            raise ValueError(f"FVD needs at least one sample per clip, got {samples}")
+        self.embed, self.include_context, self.samples = embedder, include_context, samples
+        self.real: list[Tensor] = []
+        self.fake: dict[int, list[Tensor]] = {}
+        self.frames = 0
+
+    def start_batch(self, batch: dict[str, Tensor], n_ctx: int, n_future: int) -> None:
+        frames = batch["frames"]
+        self.context = frames[:, :n_ctx] if self.include_context else frames[:, :0]
+        first = 0 if self.include_context else n_ctx
+        self.real.append(self.embed(frames[:, first:n_ctx + n_future]).float())
+        self.frames = self.context.shape[1] + n_future
+
+    def update(self, samples: Tensor, first: int) -> None:
+        for i in range(min(samples.shape[0], self.samples - first)):
+            video = torch.cat([self.context.float(), samples[i]], 1)
+            self.fake.setdefault(first + i, []).append(self.embed(video).float())
+
+    def end_batch(self) -> None:
+        pass
+
+    def summary(self) -> dict[str, float | int | bool]:
+        real = torch.cat(self.real)
+        if real.shape[0] < 2:
+            raise ValueError(f"FVD needs at least 2 clips, got {real.shape[0]}")
+        fakes = [torch.cat(self.fake[s]) for s in sorted(self.fake)]
+        per_set = np.array([fvd_from_features(f, real) for f in fakes])
+        out: dict[str, float | int | bool] = {
+            "fvd": float(per_set.mean()), "fvd_clips": int(real.shape[0]), "fvd_samples_per_clip": len(fakes),
+            "fvd_frames": self.frames, "fvd_context_included": self.include_context}
+        if len(fakes) > 1:
+            out["fvd_std"] = float(per_set.std())
+            out["fvd_pooled"] = fvd_from_features(torch.cat(fakes), real)
+        return out
+
+    def report(self) -> list[str]:
+        s = self.summary()
+        spread = f" ± {s['fvd_std']:.1f} over {s['fvd_samples_per_clip']} sample sets (pooled {s['fvd_pooled']:.1f})" \
+            if "fvd_std" in s else ""
+        context = "context + predicted" if s["fvd_context_included"] else "predicted"
+        return [f"FVD {s['fvd']:.1f}{spread}: {s['fvd_clips']} clips of {s['fvd_frames']} frames ({context})"]

@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 SSIM_WINDOW = 11  # pytorch_msssim's default Gaussian window (Wang et al. 2004)
+FRAME_CHUNK = 256  # frames scored at once: bounds the temporaries (SSIM's filtered maps) whatever the input size
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -70,7 +71,11 @@ def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0, max_db: float | 
     when averaging curves that may contain perfect reconstructions).
     """
     p, t, lead = _frames(pred, target, "psnr")
-    mse = (p.double() - t.double()).pow(2).flatten(1).mean(1)
+    # float32 differences, squared errors summed in float64, FRAME_CHUNK frames at a time
+    # (no float64 copy of the inputs)
+    sums = [(p[i:i + FRAME_CHUNK] - t[i:i + FRAME_CHUNK]).square().flatten(1).sum(1, dtype=torch.float64)
+            for i in range(0, p.shape[0], FRAME_CHUNK)]
+    mse = (torch.cat(sums) if sums else p.new_zeros(0, dtype=torch.float64)) / (p.shape[1] * p.shape[2] * p.shape[3])
     # 10·log10(r²/mse); where mse == 0 the quotient is +inf by IEEE rules, so no division guard
     # is needed beyond doing it explicitly (torch.where keeps autograd / NaN-free).
     zero = mse == 0
@@ -100,7 +105,8 @@ def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
         )
     if p.shape[0] == 0:
         return p.new_zeros(lead)
-    out = _ssim(p, t, data_range=data_range, size_average=False)
+    out = torch.cat([_ssim(p[i:i + FRAME_CHUNK], t[i:i + FRAME_CHUNK], data_range=data_range, size_average=False)
+                     for i in range(0, p.shape[0], FRAME_CHUNK)])
     return out.reshape(lead)
 
 
