@@ -103,3 +103,28 @@ def test_crafted_files_given_to_commands_are_refused_with_exit_2(tmp_path, marke
     # a checkpoint that would run code
     torch.save({"model": Exploit(marker)}, tmp_path / "checkpoint.pt")
     assert cli_main(["eval", str(tmp_path / "checkpoint.pt")]) == 2
+
+
+@pytest.fixture(scope="module")
+def video_run(tmp_path_factory) -> Path:
+    raw = {"data": {"name": "pusher", "seq_len": 8, "eval_seq_len": 8, "action_conditioned": False, "num_test": 4,
+                    "num_val": 4},
+           "model": {"name": "svg", "backbone": "dcgan64", "width": 8, "g_dim": 16, "z_dim": 4, "rnn_size": 16,
+                     "n_past": 2, "n_future": 6, "n_eval": 6},
+           "likelihood": {"name": "optimal_sigma"},
+           "train": {"steps": 1, "batch_size": 4, "eval_every": 1, "eval_batches": 1, "image_every": 0,
+                     "log_every": 1}}
+    out = tmp_path_factory.mktemp("runs") / "video"
+    return train(RunConfig.from_dict(apply_overrides(raw, [f"train.out_dir={out}"])), progress=False)
+
+
+@pytest.mark.parametrize("flags", [["--lpips", "--lpips-weights", "{torch}"], ["--fid", "--inception-weights", "{torch}"],
+                                   ["--fvd", "--i3d-weights", "{pickle}"]])
+def test_seqvae_eval_refuses_crafted_metric_weights(flags, tmp_path, marker, hub, video_run, capsys):
+    files = {"{torch}": str(crafted_torch_file(tmp_path / "crafted.pth", marker)),
+             "{pickle}": str(crafted_plain_pickle(tmp_path / "crafted.ckpt", marker))}
+    args = ["eval", str(video_run), "--samples", "1", "--sequences", "2", "--batches", "1",
+            "--out-dir", str(tmp_path / "ev"), *[files.get(f, f) for f in flags]]
+    assert cli_main(args) == 2
+    assert "refused" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()   # refused before anything was evaluated or written

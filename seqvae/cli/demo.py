@@ -26,6 +26,7 @@ from einops import repeat
 
 from seqvae import render
 from seqvae.build import build_data, load_model
+from seqvae.cli.evaluate import new_folder
 from seqvae.checkpoint import load_checkpoint
 from seqvae.config import RunConfig, find_repo_file
 from seqvae.evaluation.curves import best_of_n
@@ -80,15 +81,18 @@ def run_demo(minutes: float = 10.0, out_dir: str = "runs/demo", num_sequences: i
     mp4 = render.write_mp4(run_dir / "demo_predictions.mp4", video, fps=6)
 
     extra = video_metrics_for(cfg.data.name)
+    eval_dir = new_folder(run_dir / "eval", f"demo-{n_ctx}ctx-{model.n_eval}pred-{num_samples}samples-32seq")
     result = evaluate_video(model, test_set, n_samples=num_samples, n_sequences=32, device=device,
-                            metrics=extra, out_dir=run_dir / "eval")
+                            metrics=extra, out_dir=eval_dir)
     figures = result.summary()
-    for metric in extra:
-        atomic_write_text(run_dir / "eval" / f"{metric.name}.json", json.dumps(metric.summary(), indent=2) + "\n")
+    atomic_write_text(eval_dir / "eval.json", json.dumps({
+        "command": "seqvae demo", "checkpoint": str(ckpt), "step": payload["step"], "split": "test",
+        "protocol": "default", "counts": result.counts, "results": {**figures, **result.extra}}, indent=2) + "\n")
     test = last_test_metrics(run_dir)
     print("\n=== seqvae demo ===")
     print(f"video:        {mp4}")
-    print(f"run folder:   {run_dir} (config.yaml, metrics.jsonl, checkpoint.pt, images/, eval/)")
+    print(f"run folder:   {run_dir} (config.yaml, metrics.jsonl, checkpoint.pt, images/)")
+    print(f"evaluation:   {eval_dir} (eval.json, curves.csv, psnr.png, ssim.png)")
     print(f"trained for:  {payload['step']} steps")
     if test:
         print(f"test bound:   -log p <= {test['neg_elbo']:.1f} nats per sequence ({test['bpd']:.3f} bits/dim), "
