@@ -179,7 +179,7 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
             raise guard.stall_error()
 
         if dry_run:
-            dist.print0(f"dry run: one step done, loss {float(loss):.2f}, grad norm {float(grad_norm):.3g}")
+            dist.print0(f"dry run: one step done, loss {float(loss.detach()):.2f}, grad norm {float(grad_norm):.3g}")
             break
         is_last = step == tc.steps or (deadline is not None and out_of_time(deadline, device))
         if step % tc.log_every == 0 or is_last:

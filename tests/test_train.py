@@ -286,3 +286,12 @@ def test_old_absolute_skip_setting_is_refused_by_name():
     # configs saved before the change carry the old default 0 and still load (old checkpoints)
     cfg = RunConfig.from_dict(apply_overrides(BASE, ["train.skip_grad_norm=0.0"]))
     assert cfg.train.skip_grad_factor > 1 and cfg.train.skip_grad_norm_abs == 0
+
+
+def test_dry_run_says_nothing_was_written_and_warns_nothing(tmp_path, capsys, recwarn):
+    path = _write_yaml(tmp_path, BASE)
+    assert cli_main(["train", str(path), "--dry-run", f"train.out_dir={tmp_path / 'dry'}"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run: nothing was written" in out and "run folder:" not in out
+    assert not (tmp_path / "dry").exists()
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)], [str(w.message) for w in recwarn]

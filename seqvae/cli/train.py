@@ -18,7 +18,8 @@ def run(args: argparse.Namespace) -> None:
         if run_cfg.exists():
             cfg = RunConfig.load(run_cfg, args.overrides)
     run_dir = train(cfg, resume=args.resume, dry_run=args.dry_run)
-    print(f"run folder: {run_dir}")
+    print(f"dry run: nothing was written (the run folder would be {run_dir})" if args.dry_run
+          else f"run folder: {run_dir}")
 
 
 def add_parser(sub: Any) -> None:
