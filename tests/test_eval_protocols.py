@@ -99,7 +99,8 @@ def test_protocol_runs_give_the_stated_frame_and_sample_counts(run, tmp_path, mo
     assert res["fvd_clips"] == 4 and res["fvd_frames"] == 30 and res["fvd_context_included"] is True
     assert res["fvd_samples_per_clip"] == 1 and "lpips_mean" in res
     assert {s[1] for s in StubEmbedder.shapes} == {30}                       # context + 28 predicted, real and fake
-    assert sum(s[0] for s in StubEmbedder.shapes) == 8                      # 4 true clips + 4 sampled ones
+    assert sum(s[0] for s in StubEmbedder.shapes) == 12                     # 4 true, 4 copy-last, 4 sampled clips
+    assert "fvd_copy_last" in res
     rows = (folder / "curves.csv").read_text().splitlines()
     assert rows[1].split(",")[0] == "3" and rows[-1].split(",")[0] == "30"  # frames 3 … 30 of the video
     assert (folder / "psnr.png").exists() and (folder / "lpips.png").exists()

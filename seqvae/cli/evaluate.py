@@ -188,6 +188,9 @@ def video_metrics(model, cfg, dataset, settings: dict[str, Any], networks: dict[
     if result.spread:
         summary.update({f"{k}_all_samples_mean": float(v[0].mean()) for k, v in result.spread.items()})
     counts = result.counts
+    if counts["context_frames"] != model.n_past:
+        print(f"note: the protocol gives {counts['context_frames']} context frame(s); this model was trained with "
+              f"{model.n_past}")
     print(f"{counts['sequences']} sequences, {counts['samples']} samples each, {counts['context_frames']} context -> "
           f"{counts['predicted_frames']} predicted frames")
     if result.curves:

@@ -226,16 +226,19 @@ class FVDMetric:
     With k > 1 (VideoGPT: 100) FVD is computed for each of the k sample sets against the N
     true clips and reported as mean ± std (``fvd``, ``fvd_std``), as VideoGPT's
     ``compute_fvd.py`` does over its trials; ``fvd_pooled`` compares all k·N sampled clips
-    with the N true ones at once.
+    with the N true ones at once. ``fvd_copy_last`` scores the copy-last-context-frame
+    baseline the same way (its clips: the context, then the last context frame held).
     """
 
     name = "fvd"
 
-    def __init__(self, embedder: I3DEmbedder, include_context: bool = True, samples: int = 1) -> None:
+    def __init__(self, embedder: I3DEmbedder, include_context: bool = True, samples: int = 1,
+                 baseline: bool = True) -> None:
         if samples < 1:
             raise ValueError(f"FVD needs at least one sample per clip, got {samples}")
-        self.embed, self.include_context, self.samples = embedder, include_context, samples
+        self.embed, self.include_context, self.samples, self.baseline = embedder, include_context, samples, baseline
         self.real: list[Tensor] = []
+        self.copy_last: list[Tensor] = []
         self.fake: dict[int, list[Tensor]] = {}
         self.frames = 0
 
@@ -245,6 +248,9 @@ class FVDMetric:
         first = 0 if self.include_context else n_ctx
         self.real.append(self.embed(frames[:, first:n_ctx + n_future]).float())
         self.frames = self.context.shape[1] + n_future
+        if self.baseline:
+            held = frames[:, n_ctx - 1:n_ctx].expand(-1, n_future, -1, -1, -1)
+            self.copy_last.append(self.embed(torch.cat([self.context, held], 1)).float())
 
     def update(self, samples: Tensor, first: int) -> None:
         for i in range(min(samples.shape[0], self.samples - first)):
@@ -266,6 +272,8 @@ class FVDMetric:
         if len(fakes) > 1:
             out["fvd_std"] = float(per_set.std())
             out["fvd_pooled"] = fvd_from_features(torch.cat(fakes), real)
+        if self.copy_last:
+            out["fvd_copy_last"] = fvd_from_features(torch.cat(self.copy_last), real)
         return out
 
     def report(self) -> list[str]:
@@ -273,4 +281,5 @@ class FVDMetric:
         spread = f" ± {s['fvd_std']:.1f} over {s['fvd_samples_per_clip']} sample sets (pooled {s['fvd_pooled']:.1f})" \
             if "fvd_std" in s else ""
         context = "context + predicted" if s["fvd_context_included"] else "predicted"
-        return [f"FVD {s['fvd']:.1f}{spread}: {s['fvd_clips']} clips of {s['fvd_frames']} frames ({context})"]
+        baseline = f"; copy last context frame: {s['fvd_copy_last']:.1f}" if "fvd_copy_last" in s else ""
+        return [f"FVD {s['fvd']:.1f}{spread}: {s['fvd_clips']} clips of {s['fvd_frames']} frames ({context}){baseline}"]
