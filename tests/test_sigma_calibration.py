@@ -99,3 +99,29 @@ def test_ema_warm_up_follows_a_falling_sigma_closely():
     head._pending = [torch.tensor(5.0)]
     head.apply_pending(False)
     assert torch.equal(head.ema_sigma2, before)
+
+
+def test_seqvae_eval_reports_both_bounds(tmp_path, capsys):
+    import json
+
+    from seqvae.cli import main as cli_main
+    from seqvae.config import apply_overrides
+    from seqvae.train import train
+
+    raw = apply_overrides(RAW, [f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=8",
+                                "train.eval_every=2", "train.eval_batches=1", "train.image_every=0",
+                                "train.log_every=1"])
+    train(RunConfig.from_dict(raw), progress=False)
+    assert cli_main(["eval", str(tmp_path / "run"), "--calibrate-sigma", "--json", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr().out
+    assert "σ set on the validation split" in out
+    result = json.loads((tmp_path / "e.json").read_text())
+    model, cfg, _ = __import__("seqvae.build", fromlist=["load_model"]).load_model(tmp_path / "run")
+    from seqvae import amp
+
+    sigma2 = calibrate_sigma(model, build_data(cfg, "val"), 8, CPU, amp.resolve("auto", CPU))   # as the command runs
+    assert result["val_sigma"] == pytest.approx(sigma2 ** 0.5, rel=1e-6)
+    assert result["val_sigma_neg_elbo"] != result["neg_elbo"] and "sigma_ema" in result
+    (folder,) = (tmp_path / "run" / "eval").iterdir()
+    assert folder.name == "default-test-valsigma"
+    assert cli_main(["eval", str(tmp_path / "run"), "--calibrate-sigma", "--split", "val"]) == 2
