@@ -72,6 +72,10 @@ def test_best_of_n_beats_copying_the_last_frame(trained, tmp_path):
     summary = result.summary()
     assert summary["psnr_mean"] > summary["copy_last_psnr_mean"], summary
     assert (tmp_path / "curves.csv").exists() and (tmp_path / "psnr.png").exists()
+    # streamed in chunks of samples, the figures are those of all samples at once
+    chunked = evaluate_video(model, test_set, n_samples=8, n_sequences=16, device=torch.device("cpu"), chunk=3)
+    torch.testing.assert_close(chunked.curves["psnr"], result.curves["psnr"], rtol=1e-4, atol=1e-3)
+    assert torch.equal(chunked.best_psnr_index, result.best_psnr_index)
     # the curve covers the predicted frames and the baseline falls off as the gripper moves away
     assert result.curves["psnr"].shape == (16, 6)
     assert result.curves["copy_last_psnr"][:, 0].mean() > result.curves["copy_last_psnr"][:, -1].mean()
@@ -90,6 +94,8 @@ def test_seqvae_eval_on_a_video_checkpoint(tmp_path, capsys, monkeypatch):
     code = cli_main(["eval", str(tmp_path / "run"), "--samples", "3", "--sequences", "4", "--batches", "1",
                      "--out-dir", str(tmp_path / "eval"), "--json", str(tmp_path / "eval.json")])
     assert code == 0
+    (folder,) = (tmp_path / "eval").iterdir()   # the evaluation's own folder
+    assert f"evaluation written to {folder}" in capsys.readouterr().out
     result = json.loads((tmp_path / "eval.json").read_text())
     # the copy-last baseline is the PSNR of the last context frame against the 4 test sequences' futures
     from seqvae.build import build_data, load_model
@@ -104,7 +110,7 @@ def test_seqvae_eval_on_a_video_checkpoint(tmp_path, capsys, monkeypatch):
     assert result["psnr_mean"] > 0 and 0 < result["ssim_mean"] <= 1
     # the pusher's objects are tracked by colour: on the true frames the tracker lands on them
     assert result["object_motion_objects"] >= 4 and result["object_motion_tracker_error"] < 0.1
-    header = (tmp_path / "eval" / "curves.csv").read_text().splitlines()[0]
+    header = (folder / "curves.csv").read_text().splitlines()[0]
     assert "psnr_mean" in header and "ssim_mean" in header
     # FID needs Inception weights: without them a clear error, exit status 2, no download attempted
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))

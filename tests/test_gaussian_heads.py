@@ -6,7 +6,8 @@ import torch
 from torch.distributions import Normal
 
 from seqvae.likelihoods.gaussian import (
-    FixedSigmaGaussian, OptimalSigmaGaussian, PerPixelSigmaGaussian, SharedSigmaGaussian, gaussian_nll, soft_clip,
+    FixedSigmaGaussian, OptimalSigmaGaussian, PerPixelSigmaGaussian, SharedSigmaGaussian, ema_decay_at, gaussian_nll,
+    soft_clip,
 )
 
 
@@ -73,8 +74,9 @@ def test_optimal_sigma_uses_ema_at_evaluation():
         head.nll(params, x)
         head.commit_pending(True)  # the trainer commits after an accepted update
     ema = mses[0]
-    for m in mses[1:]:
-        ema = 0.5 * ema + 0.5 * m
+    for n, m in enumerate(mses[1:], start=1):
+        decay = min(0.5, (1 + n) / (10 + n))   # the warm-up of ema_decay_at
+        ema = decay * ema + (1 - decay) * m
     torch.testing.assert_close(head.ema_sigma2, ema)
     head.eval()
     params, x = _data(seed=7)

@@ -343,7 +343,10 @@ def test_optimal_scale_uses_batch_sigma_in_training_and_ema_in_eval(family: str)
     sigma2_b = float(((x2 - mu) ** 2).mean())
     head.nll(params, x2)
     head.commit_pending(True)
-    ema = 0.5 * sigma2 + 0.5 * sigma2_b
+    from seqvae.likelihoods.gaussian import ema_decay_at
+
+    decay = ema_decay_at(0.5, 1)                                    # the EMA's warm-up: min(0.5, 2/11)
+    ema = decay * sigma2 + (1 - decay) * sigma2_b
     assert float(head.scalars()["sigma_ema"]) == pytest.approx(math.sqrt(ema), rel=1e-5)
     assert float(head.scalars()["beta_eff"]) == pytest.approx(2 * ema, rel=1e-5)
     head.eval()                                                     # the EMA, whatever the batch

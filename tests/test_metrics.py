@@ -124,16 +124,19 @@ def test_best_of_n_picks_best_mean_not_best_first_frame():
 def test_save_curves_writes_mean_and_standard_error(tmp_path):
     psnr_curve = torch.tensor([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]])  # mean 2,3,4; sem = std/√2 = 1
     ssim_curve = torch.tensor([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]])
-    paths = save_curves({"psnr": psnr_curve, "ssim": ssim_curve}, tmp_path / "out", x_offset=2)
+    paths = save_curves({"psnr": psnr_curve, "ssim": ssim_curve, "copy_last_psnr": psnr_curve - 1}, tmp_path / "out",
+                        first_frame=3)
     with open(tmp_path / "out" / "curves.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["t"]) for r in rows] == [2, 3, 4]
+    assert [int(r["frame"]) for r in rows] == [3, 4, 5]    # 1-based frame numbers of the whole video
+    assert [float(r["copy_last_psnr_mean"]) for r in rows] == pytest.approx([1.0, 2.0, 3.0])
     assert [float(r["psnr_mean"]) for r in rows] == pytest.approx([2.0, 3.0, 4.0])
     assert [float(r["psnr_sem"]) for r in rows] == pytest.approx([1.0, 1.0, 1.0])
     assert [float(r["ssim_sem"]) for r in rows] == pytest.approx([0.0, 0.0, 0.0])
     for name in ("psnr", "ssim"):
         png = tmp_path / "out" / f"{name}.png"
         assert png in paths and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "out" / "copy_last_psnr.png").exists()   # the baseline is drawn in psnr.png
 
 
 # --------------------------------------------------------------------------------- LPIPS

@@ -56,6 +56,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # what was run, for records such as eval.json
     try:
         args.func(args)
     except (ConfigError, CheckpointError, RunFolderError, UpdatesSkippedError, FileNotFoundError, ValueError) as err:

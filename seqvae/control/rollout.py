@@ -112,7 +112,7 @@ def _check_inputs(model: VideoPredictor, context: Tensor, actions: Tensor | None
 def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = None, num_samples: int = 1, *,
             generator: torch.Generator | None, horizon: int | None = None, context_actions: Tensor | None = None,
             cost_fn: CostFn | None = None, max_batch: int | None = None, return_frames: bool = True,
-            precision: str = "auto", memory_budget: int | None = None) -> RolloutResult:
+            precision: str = "auto", memory_budget: int | None = None, noise: Tensor | None = None) -> RolloutResult:
     """Sample ``num_samples`` futures for each of ``K`` candidate action sequences.
 
     Common random numbers
@@ -155,6 +155,8 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
         precision: ``auto`` (bf16/fp16 autocast on a GPU, fp32 on CPU), ``fp32``,
             ``bf16`` or ``fp16`` (GPU only); see :mod:`seqvae.amp`.
         memory_budget: bytes for auto-chunking (default 2 GiB on CPU, half the free GPU memory).
+        noise: the latent noise ``[B, S, n_ctx - 1 + horizon, z_dim]`` to use instead of drawing
+            it from ``generator`` (e.g. one draw for many samples, rolled out in slices).
     Returns:
         :class:`RolloutResult` with ``frames [B, K, S, horizon, C, H, W]`` and ``costs [B, K, S]``.
     """
@@ -171,8 +173,12 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
 
     # Latent noise for all rollouts, drawn once and shared by the K candidates.
     z_dim = model.z_dim
-    noise = None
-    if z_dim:
+    if noise is not None:
+        if not z_dim or tuple(noise.shape) != (b, s, n_ctx - 1 + horizon, z_dim):
+            raise ValueError(f"noise must be [B={b}, S={s}, n_ctx - 1 + horizon={n_ctx - 1 + horizon}, z_dim={z_dim}], "
+                             f"got {tuple(noise.shape)}")
+        noise = noise.to(device)
+    elif z_dim:
         gen_device = generator.device if generator is not None else device
         noise = torch.randn(b, s, n_ctx - 1 + horizon, z_dim, generator=generator, device=gen_device).to(device)
 

@@ -44,14 +44,25 @@ def curve_stats(values: Tensor) -> tuple[Tensor, Tensor]:
     return mean, v.std(0, unbiased=True) / math.sqrt(v.shape[0])
 
 
-def save_curves(curves: dict[str, Tensor], out_dir: str | os.PathLike, x_offset: int = 0) -> list[Path]:
-    """Write per-timestep metric curves: one CSV for all metrics and one PNG per metric.
+UNITS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS (lower is better)"}
+BASELINE = "copy_last_"
 
-    ``curves``: name → ``[B, T]`` (all the same T), e.g. the ``curve`` of :func:`best_of_n`.
-    ``x_offset``: the time index of column 0 (e.g. the number of context frames, so the
-    x axis counts frames of the whole sequence). ``curves.csv`` has a column ``t`` and
-    ``<name>_mean``, ``<name>_sem`` (standard error) per metric; ``<name>.png`` plots the
-    mean with a ±1 s.e. band (matplotlib's Agg canvas, no display or global backend change).
+
+def save_curves(curves: dict[str, Tensor], out_dir: str | os.PathLike, first_frame: int = 1,
+                spread: dict[str, tuple[Tensor, Tensor]] | None = None, samples: int | None = None) -> list[Path]:
+    """Write per-timestep metric curves: one CSV for all of them and one PNG per metric.
+
+    ``curves``: name → ``[B, T]`` (all the same T), e.g. the ``curve`` of :func:`best_of_n`;
+    a curve ``copy_last_<name>`` is the baseline of ``<name>`` and is drawn in the same plot.
+    ``first_frame``: the frame number of column 0, counted from 1 over the whole sequence as
+    the rendered videos count frames (2 context frames → the first predicted frame is 3).
+    ``spread``: name → per-step (mean, std) over every sample, drawn as a light band behind the
+    best-of-N curve; ``samples``: N, for the legend.
+
+    ``curves.csv`` has a column ``frame`` and ``<name>_mean``, ``<name>_sem`` (standard error
+    over sequences) per curve, plus ``<name>_samples_mean``, ``<name>_samples_std``;
+    ``<name>.png`` plots, with ±1 s.e. bands, the model's best of N and the baseline, on
+    integer frame numbers with the metric's unit (matplotlib's Agg canvas, no global state).
     Returns the written paths.
     """
     if not curves:
@@ -62,35 +73,51 @@ def save_curves(curves: dict[str, Tensor], out_dir: str | os.PathLike, x_offset:
                          f"{ {n: tuple(c.shape) for n, c in curves.items()} }")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
+    spread = spread or {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     T = next(iter(lengths.values()))
-    steps = [x_offset + t for t in range(T)]
+    frames = [first_frame + t for t in range(T)]
     stats = {name: curve_stats(c) for name, c in curves.items()}
 
     csv_path = out / "curves.csv"
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["t"] + [f"{n}_{s}" for n in curves for s in ("mean", "sem")])
-        for i, t in enumerate(steps):
-            row: list[object] = [t]
+        writer.writerow(["frame"] + [f"{n}_{s}" for n in curves for s in ("mean", "sem")]
+                        + [f"{n}_samples_{s}" for n in spread for s in ("mean", "std")])
+        for i, frame in enumerate(frames):
+            row: list[object] = [frame]
             for n in curves:
                 row += [f"{float(stats[n][0][i]):.6g}", f"{float(stats[n][1][i]):.6g}"]
+            for n, (mean, std) in spread.items():
+                row += [f"{float(mean[i]):.6g}", f"{float(std[i]):.6g}"]
             writer.writerow(row)
 
     paths = [csv_path]
-    for name, (mean, sem) in stats.items():
-        fig = Figure(figsize=(5, 3.5))
+    best_label = f"model, best of {samples}" if samples else "model"
+    for name in [n for n in curves if not n.startswith(BASELINE)]:
+        fig = Figure(figsize=(6, 3.8))
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
-        m, s = mean.numpy(), sem.numpy()
-        ax.plot(steps, m, marker="o", markersize=3)
-        ax.fill_between(steps, m - s, m + s, alpha=0.25)
-        ax.set_xlabel("time step")
-        ax.set_ylabel(name)
-        ax.set_title(f"{name} per time step (n={curves[name].shape[0]}, ±1 s.e.)")
+        if name in spread:
+            mean, std = (x.double().cpu().numpy() for x in spread[name])
+            ax.fill_between(frames, mean - std, mean + std, color="tab:blue", alpha=0.12, linewidth=0,
+                            label=f"all {samples or ''} samples: mean ± 1 s.d.".replace("  ", " "))
+        for key, label, color in ((name, best_label, "tab:blue"), (BASELINE + name, "copy last context frame",
+                                                                    "tab:orange")):
+            if key not in stats:
+                continue
+            m, s = (x.numpy() for x in stats[key])
+            ax.plot(frames, m, marker="o", markersize=3, color=color, label=f"{label} (±1 s.e.)")
+            ax.fill_between(frames, m - s, m + s, color=color, alpha=0.3, linewidth=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("frame (numbered as in the video; context frames come first)")
+        ax.set_ylabel(UNITS.get(name, name))
+        ax.set_title(f"{UNITS.get(name, name).split(' (')[0]} per predicted frame, {curves[name].shape[0]} sequences")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
         fig.tight_layout()
         png = out / f"{name}.png"
         fig.savefig(png, dpi=120)

@@ -8,6 +8,8 @@ forked RNG so it never disturbs the training stream (resume stays exact).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch.utils.data import Dataset
@@ -60,3 +62,34 @@ def evaluate_elbo(model: SequenceVAE, dataset: Dataset, batch_size: int, device:
     if not all(math.isfinite(v) for v in result.values() if isinstance(v, float)):
         result["warning"] = "non-finite values in evaluation"
     return result
+
+
+def calibrate_sigma(model: SequenceVAE, dataset: Dataset, batch_size: int, device: torch.device,
+                    dtype: torch.dtype | None = None, max_batches: int = 0, seed: int = 1234) -> float:
+    """σ*² = mean squared error of the model's reconstructions on ``dataset`` (e.g. the
+    validation split), under the same posterior samples as :func:`evaluate_elbo` draws there:
+    the σ² that minimises the bound on that split (paper Eq. 5). Evaluating another split (the
+    test split) with it is still a valid bound, since that split is not looked at.
+
+    Only for the optimal-σ head (``optimal_sigma``), whose evaluation σ is otherwise its EMA
+    of the training batches' σ* (App. C), which follows the training error and so ends too
+    small for held-out data when the model overfits.
+    """
+    head = model.likelihood
+    if not hasattr(head, "measuring") or getattr(head, "per_image", False):
+        raise ValueError(f"calibrating σ needs the optimal-σ decoder (likelihood.name: optimal_sigma); this model's "
+                         f"head is {type(head).__name__}")
+    with head.measuring() as totals:
+        evaluate_elbo(model, dataset, batch_size, device, dtype, max_batches, seed)
+        dist.all_reduce_sum(totals)
+        if totals[1] == 0:
+            raise ValueError("calibrating σ: the split scored no values")
+        sigma2 = float(totals[0] / totals[1])
+    return max(sigma2, math.exp(2 * head.min_log_sigma))
+
+
+@contextmanager
+def evaluation_sigma2(model: SequenceVAE, sigma2: float) -> Iterator[None]:
+    """Evaluate ``model`` with its optimal-σ head's σ² set to ``sigma2`` within the block."""
+    with model.likelihood.evaluation_sigma2(sigma2):
+        yield

@@ -161,7 +161,7 @@ def inception_weights_path(weights_path: str | os.PathLike | None = None, downlo
         return str(cached)
     if download:
         try:
-            torch.hub.load_state_dict_from_url(INCEPTION_URL, map_location="cpu", progress=False)
+            torch.hub.load_state_dict_from_url(INCEPTION_URL, map_location="cpu", progress=False, weights_only=True)
         except Exception as err:  # network errors come in many types
             raise MissingWeightsError(
                 f"FID: downloading Inception weights from {INCEPTION_URL} failed ({err!r}). Copy {fname} to "
@@ -181,11 +181,27 @@ def load_inception(
     device: str | torch.device = "cpu",
     download: bool = False,
 ) -> torch.nn.Module:
-    """torch-fidelity's ``FeatureExtractorInceptionV3`` giving the 2048-d pool3 features, on ``device``."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    """torch-fidelity's ``FeatureExtractorInceptionV3`` giving the 2048-d pool3 features, on ``device``.
+
+    The weights file is read here as tensors only (``weights_only=True`` or safetensors); torch-fidelity,
+    which would unpickle a path with ``weights_only=False``, only ever receives those tensors.
+    """
+    from unittest import mock
+
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    from seqvae.evaluation.weights import load_state_dict_file
 
     path = inception_weights_path(weights_path, download)
-    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=path)
+    state = load_state_dict_file(path, "FID Inception")
+    # The extractor's constructor loads its weights itself: from the path (unsafely) or from
+    # load_state_dict_from_url. Hand it our tensors through the latter, with no path and no download.
+    with mock.patch.object(fe, "load_state_dict_from_url", lambda *args, **kwargs: state):
+        try:
+            model = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=None)
+        except RuntimeError as err:  # load_state_dict: missing / unexpected keys, wrong shapes
+            raise ValueError(f"FID: {path} is not torch-fidelity's Inception-v3 state_dict "
+                             f"({str(err).splitlines()[0][:200]})") from None
     return model.to(device).eval()
 
 

@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 SSIM_WINDOW = 11  # pytorch_msssim's default Gaussian window (Wang et al. 2004)
+FRAME_CHUNK = 256  # frames scored at once: bounds the temporaries (SSIM's filtered maps) whatever the input size
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -70,7 +71,11 @@ def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0, max_db: float | 
     when averaging curves that may contain perfect reconstructions).
     """
     p, t, lead = _frames(pred, target, "psnr")
-    mse = (p.double() - t.double()).pow(2).flatten(1).mean(1)
+    # float32 differences, squared errors summed in float64, FRAME_CHUNK frames at a time
+    # (no float64 copy of the inputs)
+    sums = [(p[i:i + FRAME_CHUNK] - t[i:i + FRAME_CHUNK]).square().flatten(1).sum(1, dtype=torch.float64)
+            for i in range(0, p.shape[0], FRAME_CHUNK)]
+    mse = (torch.cat(sums) if sums else p.new_zeros(0, dtype=torch.float64)) / (p.shape[1] * p.shape[2] * p.shape[3])
     # 10·log10(r²/mse); where mse == 0 the quotient is +inf by IEEE rules, so no division guard
     # is needed beyond doing it explicitly (torch.where keeps autograd / NaN-free).
     zero = mse == 0
@@ -100,7 +105,8 @@ def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
         )
     if p.shape[0] == 0:
         return p.new_zeros(lead)
-    out = _ssim(p, t, data_range=data_range, size_average=False)
+    out = torch.cat([_ssim(p[i:i + FRAME_CHUNK], t[i:i + FRAME_CHUNK], data_range=data_range, size_average=False)
+                     for i in range(0, p.shape[0], FRAME_CHUNK)])
     return out.reshape(lead)
 
 
@@ -131,7 +137,10 @@ def lpips_backbone_cache_path(net: str = "alex") -> Path:
 
 
 def _load_backbone_state(net: str, backbone_weights: str | os.PathLike | None, download: bool) -> dict[str, Tensor]:
-    """Find the backbone's state_dict: explicit path, else the torch hub cache; never fetch unless asked."""
+    """Find the backbone's state_dict: explicit path, else the torch hub cache; never fetch unless
+    asked. Every file is read as tensors only (:func:`~seqvae.evaluation.weights.load_state_dict_file`)."""
+    from seqvae.evaluation.weights import load_state_dict_file
+
     url = lpips_backbone_url(net)
     cached = lpips_backbone_cache_path(net)
     if backbone_weights is not None:
@@ -141,12 +150,12 @@ def _load_backbone_state(net: str, backbone_weights: str | os.PathLike | None, d
                 f"LPIPS: backbone_weights points at {str(path)!r}, which is not a file. It must be a torchvision "
                 f"{_LPIPS_BACKBONES[net][0]} state_dict such as {os.path.basename(url)} (from {url})."
             )
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_state_dict_file(path, "LPIPS backbone")
     if cached.is_file():
-        return torch.load(cached, map_location="cpu", weights_only=True)
+        return load_state_dict_file(cached, "LPIPS backbone")
     if download:
         try:
-            return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
+            return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, weights_only=True)
         except Exception as err:  # network errors come in many types
             raise MissingWeightsError(
                 f"LPIPS: downloading the {net} backbone from {url} failed ({err!r}). Copy the file to {cached} "
@@ -156,16 +165,26 @@ def _load_backbone_state(net: str, backbone_weights: str | os.PathLike | None, d
         f"LPIPS needs the ImageNet-pretrained {_LPIPS_BACKBONES[net][0]} backbone (torchvision), which is not "
         f"available offline. Looked for {cached} (torch.hub.get_dir()/checkpoints/, torchvision's cache; "
         f"move it with $TORCH_HOME). Fix: copy {os.path.basename(url)} (from {url}) there, or set "
-        f"`backbone_weights: /path/to/{os.path.basename(url)}` (LPIPS(backbone_weights=...)) to load a local "
-        f"torchvision state_dict, or pass download=True on a machine with network access."
+        f"`backbone_weights: /path/to/{os.path.basename(url)}` (LPIPS(backbone_weights=...), "
+        f"`seqvae eval --lpips-weights FILE`) to load a local torchvision state_dict, or pass download=True on a "
+        f"machine with network access."
     )
+
+
+def _lpips_linear_state(net: str) -> dict[str, Tensor]:
+    """The calibration (linear) layers LPIPS v0.1 ships inside the ``lpips`` package, read as tensors only."""
+    import lpips
+
+    from seqvae.evaluation.weights import load_state_dict_file
+
+    return load_state_dict_file(Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth", "LPIPS linear layers")
 
 
 class LPIPS(nn.Module):
     """Learned Perceptual Image Patch Similarity (Zhang et al. 2018), one value per frame.
 
-    Wraps ``lpips.LPIPS(net=net, pretrained=True)`` (version 0.1): the linear calibration
-    weights come from the ``lpips`` package; the ImageNet backbone is loaded from
+    Wraps ``lpips.LPIPS(net=net)`` (version 0.1): the linear calibration weights come from
+    the ``lpips`` package (read here as tensors only); the ImageNet backbone is loaded from
     ``backbone_weights`` (a torchvision state_dict, e.g. ``alexnet-owt-7be5be79.pth``) or
     else from torchvision's cache ``torch.hub.get_dir()/checkpoints/``. If neither holds it
     a :class:`MissingWeightsError` is raised; nothing is downloaded unless ``download=True``.
@@ -188,8 +207,13 @@ class LPIPS(nn.Module):
         state = _load_backbone_state(net, backbone_weights, download)
         with warnings.catch_warnings():  # lpips calls torchvision's deprecated `pretrained=` argument
             warnings.simplefilter("ignore")
-            # pnet_rand=True: build the trunk without weights (no download); we load them below.
-            model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+            # pnet_rand=True: build the trunk without weights (no download); pretrained=False: lpips
+            # does not load its own files either. Both are loaded below, as tensors only.
+            model = lpips.LPIPS(net=net, pretrained=False, pnet_rand=True, verbose=False)
+        # lpips loads its linear layers with strict=False (the file holds only lin*.model.1.weight)
+        missing = set(model.load_state_dict(_lpips_linear_state(net), strict=False).unexpected_keys)
+        if missing:
+            raise ValueError(f"LPIPS: unexpected entries in the package's linear layers: {sorted(missing)[:4]}")
         self.model = model.eval().requires_grad_(False)
         self._load_trunk(state)
         self.batch_size = batch_size

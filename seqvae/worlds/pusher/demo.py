@@ -29,6 +29,7 @@ from einops import repeat
 from seqvae import pretrained, render
 from seqvae.build import build_data, load_model
 from seqvae.checkpoint import load_checkpoint
+from seqvae.cli.evaluate import new_folder
 from seqvae.config import RunConfig, find_repo_file
 from seqvae.evaluation.curves import best_of_n
 from seqvae.evaluation.metrics import psnr
@@ -159,8 +160,9 @@ def run_demo(minutes: float = 4.0, out_dir: str = "runs/demo", episodes: int = 2
     run_dir = train_from_scratch(root / "train", minutes, overrides)
     model, cfg, payload = load_model(run_dir, device)
     extra = video_metrics_for(cfg.data.name)
+    eval_dir = new_folder(run_dir / "eval", f"demo-{SAMPLES}samples-16seq")     # never over an earlier one
     own = evaluate_video(model, build_data(cfg, "test"), n_samples=SAMPLES, n_sequences=16, device=device,
-                         metrics=extra, out_dir=run_dir / "eval").summary()
+                         metrics=extra, out_dir=eval_dir).summary()
     own["steps"] = payload["step"]
     page: dict[str, Any] = {"run": run_dir, "own": own, "curves": training_curves(run_dir, root / "training.png"),
                             "videos": [], "cards": {}}

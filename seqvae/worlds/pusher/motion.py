@@ -21,8 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from seqvae.evaluation.video import sampled_batches
-from seqvae.models.base import eval_mode
+from seqvae.evaluation.video import VideoMetric, run_video_metrics
 from seqvae.worlds.pusher.tracking import locate_color
 
 
@@ -108,9 +107,11 @@ def object_motion(samples: Tensor, truth: Tensor, object_pos: Tensor, object_mas
     return summarize_motion(per_object_motion(samples, truth, object_pos, object_mask, object_color), threshold)
 
 
-class ObjectMotionMetric:
-    """:func:`object_motion` as a video metric fed batch by batch (registered for the
-    ``pusher`` data set, so ``seqvae eval`` and the demo report it on their own samples)."""
+class ObjectMotionMetric(VideoMetric):
+    """:func:`object_motion` as a video metric fed batch by batch and in chunks of samples
+    (registered for the ``pusher`` data set, so ``seqvae eval`` and the demo report it on their
+    own samples): the truth is tracked once per batch; per object it keeps the running sum of
+    the samples' displacements and the running minimum of their final-position errors."""
 
     name = "object_motion"
 
@@ -118,14 +119,32 @@ class ObjectMotionMetric:
         self.threshold = threshold
         self.parts: dict[str, list[Tensor]] = {}
 
-    def update(self, batch: dict[str, Tensor], samples: Tensor, n_ctx: int, n_future: int) -> None:
+    def start_batch(self, batch: dict[str, Tensor], n_ctx: int, n_future: int) -> None:
         missing = [k for k in ("object_pos", "object_mask", "object_color") if k not in batch]
         if missing:
             raise ValueError(f"object motion needs items with object_pos, object_mask and object_color "
                              f"(the embedded pusher data set); these lack {', '.join(missing)}")
-        per = per_object_motion(samples.float().clamp(0, 1), batch["frames"][:, n_ctx:n_ctx + n_future],
-                                batch["object_pos"][:, n_ctx - 1:n_ctx + n_future], batch["object_mask"],
-                                batch["object_color"])
+        pos = batch["object_pos"][:, n_ctx - 1:n_ctx + n_future].float()
+        self.start, self.final = pos[:, 0], pos[:, -1]                                   # [B, K, 2]
+        self.colors = batch["object_color"].float()
+        tracked_truth = track_objects(batch["frames"][:, n_ctx:n_ctx + n_future].float(), self.colors, self.start)
+        self.batch = {"true": (self.final - self.start).norm(dim=-1),
+                      "tracker_error": (tracked_truth[:, -1] - self.final).norm(dim=-1),
+                      "mask": batch["object_mask"].bool()}
+        self.moved_sum = torch.zeros_like(self.batch["true"])
+        self.best_error = torch.full_like(self.batch["true"], float("inf"))
+        self.count = 0
+
+    def update(self, samples: Tensor, first: int) -> None:
+        s = samples.shape[0]
+        tracked = track_objects(samples.float().clamp(0, 1), self.colors.expand(s, *self.colors.shape),
+                                self.start.expand(s, *self.start.shape))[:, :, -1]      # [s, B, K, 2]
+        self.moved_sum += (tracked - self.start).norm(dim=-1).sum(0)
+        self.best_error = torch.minimum(self.best_error, (tracked - self.final).norm(dim=-1).min(0).values)
+        self.count += s
+
+    def end_batch(self) -> None:
+        per = {**self.batch, "predicted": self.moved_sum / self.count, "best_error": self.best_error}
         for name, value in per.items():
             self.parts.setdefault(name, []).append(value.cpu())
 
@@ -153,9 +172,6 @@ def evaluate_object_motion(model, dataset, *, n_samples: int = 16, n_sequences: 
     """:func:`object_motion` of ``n_samples`` futures of the first ``n_sequences`` sequences
     of a pusher evaluation split, ``batch_size`` sequences at a time."""
     metric = ObjectMotionMetric(threshold)
-    with eval_mode(model):
-        for batch, samples, n_future in sampled_batches(model, dataset, n_samples=n_samples, n_sequences=n_sequences,
-                                                        batch_size=batch_size, device=device, precision=precision,
-                                                        seed=seed):
-            metric.update(batch, samples, model.n_past, n_future)
+    run_video_metrics(model, dataset, [metric], n_samples=n_samples, n_sequences=n_sequences, batch_size=batch_size,
+                      device=device, precision=precision, seed=seed)
     return metric.result()
