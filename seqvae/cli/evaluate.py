@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from seqvae.cli.common import DEFAULT_DEVICE, PRECISIONS, add_model_arguments, model_folder
-from seqvae.io import atomic_write_text
+from seqvae.io import atomic_write_text, new_folder
 from seqvae.models.base import is_video_model
 
 DEFAULT_SAMPLES = 100
@@ -38,19 +38,6 @@ def at_least(minimum: int):
         return value
     parse.__name__ = f"integer >= {minimum}"
     return parse
-
-
-def new_folder(parent: Path, name: str) -> Path:
-    """Create and return ``parent/name``, or ``name-2``, ``name-3`` … : never an existing folder."""
-    parent.mkdir(parents=True, exist_ok=True)
-    for i in range(1, 10_000):
-        path = parent / (name if i == 1 else f"{name}-{i}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise ValueError(f"{parent} already holds 10 000 evaluations named {name}")
 
 
 def video_settings(protocol, args: argparse.Namespace, model) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from einops import repeat
 from seqvae import pretrained, render
 from seqvae.build import build_data, load_model
 from seqvae.checkpoint import load_checkpoint
-from seqvae.cli.evaluate import new_folder
+from seqvae.io import new_folder
 from seqvae.config import RunConfig, find_repo_file
 from seqvae.evaluation.curves import best_of_n
 from seqvae.evaluation.metrics import psnr
