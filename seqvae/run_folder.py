@@ -91,13 +91,9 @@ def prepare(run_dir: Path, kind: str, config_text: str, step: int) -> list[str]:
     ``config.yaml`` atomically. An ``OSError`` (read-only or full disk, a file in the way) is
     a :class:`RunFolderError` naming the path.
     """
-    notes = []
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        removed = remove_stale_temporaries(run_dir)
-        if removed:
-            notes.append(f"removed {len(removed)} temporary file(s) left by an interrupted write: "
-                         + ", ".join(p.name for p in removed[:3]) + (" ..." if len(removed) > 3 else ""))
+        notes = clean(run_dir)
         metrics = run_dir / METRICS
         if kind == RESTART:
             what = ", ".join(name for name in (CONFIG, METRICS) if (run_dir / name).exists())
@@ -117,6 +113,16 @@ def prepare(run_dir: Path, kind: str, config_text: str, step: int) -> list[str]:
     except OSError as err:
         raise RunFolderError(f"cannot write the run folder {run_dir}: {describe_os_error(err)}") from None
     return notes
+
+
+def clean(run_dir: Path) -> list[str]:
+    """Remove the temporary files of interrupted writes (see :func:`remove_stale_temporaries`);
+    returns a note for the user when there were some."""
+    removed = remove_stale_temporaries(run_dir)
+    if not removed:
+        return []
+    return [f"removed {len(removed)} temporary file(s) left by an interrupted write: "
+            + ", ".join(p.name for p in removed[:3]) + (" ..." if len(removed) > 3 else "")]
 
 
 def move_aside(path: Path) -> Path:

@@ -147,6 +147,9 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
             torch.cuda.set_rng_state(payload["rng"]["cuda"][min(rank, len(payload["rng"]["cuda"]) - 1)])
         dist.print0(f"resumed {run_dir} at step {step}")
     if step >= tc.steps:
+        if not dry_run and dist.is_main():   # e.g. a kill while the last step's figures were written
+            for note in run_folder.clean(run_dir):
+                dist.print0(note)
         dist.print0(f"the run is already at step {step} >= train.steps={tc.steps}; raise train.steps to continue")
         return run_dir
     if not dry_run:   # only now, with the checkpoint loaded and every part built, the folder is written

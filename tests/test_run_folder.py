@@ -235,8 +235,11 @@ def test_stale_temporary_files_are_removed_on_start(tmp_path):
     mine = [run / "notes.tmp", run / ".checkpoint.pt.mine"]
     for path in mine:
         path.write_text("the user's")
-    train(_cfg(run, "train.steps=7"), resume=True, progress=False)
+    train(_cfg(run), resume=True, progress=False)            # already finished: nothing to train, still cleaned
     assert not any(p.exists() for p in stale) and all(p.exists() for p in mine)
+    stale[0].write_bytes(b"half a file")
+    train(_cfg(run, "train.steps=7"), resume=True, progress=False)
+    assert not stale[0].exists() and all(p.exists() for p in mine)
 
 
 # ------------------------------------------------------------ 6. foreign folders

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import json
 import os
@@ -288,8 +289,12 @@ def record_trials(n: int, folder: Path, rng: random.Random, cli_every: int) -> l
         if i % 10 == 0:   # a DataLoader worker re-raises with file and record
             def worker_read():
                 stream = batch_stream(build_bair(BairConfig(root=str(root)), "train"), 1, 0, num_workers=1)
-                return [{k: v[0] for k, v in next(stream).items()} for _ in range(RECORDS)]
+                try:
+                    return [{k: v[0] for k, v in next(stream).items()} for _ in range(RECORDS)]
+                finally:   # shut the worker down now (not in the gc of a later fork)
+                    stream.close()
             outcomes["train worker"] = classify(worker_read, seqs, True)
+            gc.collect()   # the loader of a refused read sits in a reference cycle: collect it before the next fork
         if cli_every and i % cli_every == 0:
             outcomes["seqvae train"] = cli_outcome(folder, root)
         rows.append({"kind": kind, **{k: v for k, v in outcomes.items()}})
