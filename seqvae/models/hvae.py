@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-from seqvae.registry import ComponentConfig, require_at_least
+from seqvae.registry import ComponentConfig
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.base import LOG_2PI, LikelihoodHead
 from seqvae.likelihoods.gaussian import soft_clip
@@ -340,10 +340,6 @@ class HVAEConfig(ComponentConfig):
     blocks: int = 2                # residual blocks per conditional net
     num_scales: int = 3            # resolution groups: sides H/2 … H/2**num_scales (needs H divisible by 2**num_scales)
     inference: str = "bottom_up"   # bottom_up (Markov q(z_l|z_{l-1}), the paper's baseline) | top_down (LVAE ladder)
-
-    def __post_init__(self) -> None:
-        require_at_least(self, "model", 1, "num_layers", "channels", "latent_channels", "num_scales")
-        require_at_least(self, "model", 0, "blocks")
 
 
 @MODELS.register("hvae", HVAEConfig)
