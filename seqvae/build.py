@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from seqvae.checkpoint import load_checkpoint
-from seqvae.config import ConfigError, RunConfig
+from seqvae.checkpoint import CheckpointError, load_checkpoint
+from seqvae.config import ConfigError, RunConfig, config_changes
 from seqvae.data.spec import DataSpec
 from seqvae.models.base import SequenceVAE
 from seqvae.registry import DATASETS, LIKELIHOODS, MODELS
@@ -23,6 +23,34 @@ def build_model(cfg: RunConfig, spec: DataSpec) -> SequenceVAE:
         return MODELS.build(cfg.model, head, spec)
     except ValueError as err:
         raise ConfigError(f"model {cfg.model.name!r} cannot be built for this data: {err}") from None
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path,
+                 changes: list[str] = ()) -> None:
+    """Load a checkpoint's ``state`` into ``model`` (built from the checkpoint's config, or
+    from it with ``changes`` made by overrides). Weights that do not fit are a clear error:
+    a :class:`ConfigError` naming the overrides when there are some (they change the model's
+    shapes), else a :class:`CheckpointError` (the file does not match its own config)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    resized = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+               if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or resized:
+        what = "; ".join(filter(None, [
+            f"shape of {', '.join(resized[:3])}" + (" ..." if len(resized) > 3 else "") if resized else "",
+            f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else "") if missing else "",
+            f"unexpected {', '.join(unexpected[:3])}" + (" ..." if len(unexpected) > 3 else "") if unexpected else "",
+        ]))
+        if changes:
+            raise ConfigError(
+                f"the overrides {'; '.join(changes)} change the shapes of the model stored in {source} ({what}). "
+                "A checkpoint keeps the model, likelihood and data shape it was trained with: drop those overrides, "
+                "or train a new run in another train.out_dir"
+            )
+        raise CheckpointError(f"{source}: the weights do not fit the model its own config describes ({what}); "
+                              "the file is damaged or was edited. Use another checkpoint of the run")
+    model.load_state_dict(state)
 
 
 PRETRAINED_PREFIX = "pretrained:"
@@ -65,6 +93,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
     cfg = RunConfig.from_dict(apply_overrides(payload["config"], overrides))
     spec = DataSpec(**payload["spec"])
     model = build_model(cfg, spec)
-    model.load_state_dict(payload["model"])
+    load_weights(model, payload["model"], path,
+                 config_changes(RunConfig.from_dict(payload["config"]).to_dict(), cfg.to_dict()) if overrides else [])
     model.to(device).eval()
     return model, cfg, payload

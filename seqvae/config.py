@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 import seqvae.components  # noqa: F401  (registers every data set, model and head)
-from seqvae.io import plain
+from seqvae.io import atomic_write_text, plain
 from seqvae.registry import DATASETS, LIKELIHOODS, MODELS, ComponentConfig
 
 
@@ -66,6 +66,31 @@ class TrainConfig:
     channels_last: bool = False       # channels_last memory format (pays on GPU convs)
     tensorboard: bool = False         # also log to TensorBoard when the package is installed
 
+    def __post_init__(self) -> None:
+        """Refuse values the loop cannot run with (the config system reports them as ConfigError)."""
+        if not isinstance(self.out_dir, str) or not self.out_dir.strip():
+            raise ValueError("train.out_dir must name the run folder (e.g. train.out_dir=runs/my_run), got ''")
+        for key in ("steps", "batch_size", "log_every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"train.{key} must be at least 1, got {getattr(self, key)}")
+        for key in ("time_limit_minutes", "weight_decay", "eval_every", "eval_batches", "image_every",
+                    "checkpoint_every", "num_workers", "threads"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"train.{key} must be 0 or more (0: {_ZERO_MEANS[key]}), got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be positive, got {self.lr}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"train.beta1 and train.beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_ZERO_MEANS = {"time_limit_minutes": "no limit", "weight_decay": "none", "eval_every": "only at the end",
+               "eval_batches": "the whole test split", "image_every": "only at the end",
+               "checkpoint_every": "only at the end", "num_workers": "load in the main process",
+               "threads": "chosen from measured step times"}
+
 
 @dataclass
 class RunConfig:
@@ -100,14 +125,38 @@ class RunConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist (configs live under configs/, e.g. configs/demo/)")
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path)
         return cls.from_dict(apply_overrides(raw, overrides))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write the resolved config as YAML, atomically (a reader never sees half of it)."""
+        atomic_write_text(path, to_yaml(self))
+
+
+MODEL_SECTIONS = ("data", "model", "likelihood")   # what a checkpoint's weights were trained for
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], sections: tuple[str, ...] = MODEL_SECTIONS) -> list[str]:
+    """The settings of ``sections`` that differ between two config mappings, as
+    ``"model.latent_dim: 4 -> 8"`` (e.g. what overrides change against a checkpoint)."""
+    def flat(node: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(node, dict):
+            out: dict[str, Any] = {}
+            for key, value in node.items():
+                out.update(flat(value, f"{prefix}.{key}"))
+            return out
+        return {prefix: plain(node)}
+
+    changes = []
+    for section in sections:
+        a, b = flat(old.get(section, {}), section), flat(new.get(section, {}), section)
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                changes.append(f"{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    return changes
 
 
 def find_repo_file(name: str | Path) -> Path:
@@ -128,7 +177,7 @@ def load_dataclass(config_class: type, path: str | Path | None, overrides: list[
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist (configs live under configs/)")
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path)
         if not isinstance(raw, dict):
             raise ConfigError(f"{path} must hold a mapping of settings, got {type(raw).__name__}")
     return _build(config_class, apply_overrides(raw, overrides), "")
@@ -140,6 +189,31 @@ def to_yaml(config: Any) -> str:
 
 
 # ---------------------------------------------------------------------- helpers
+def read_yaml(path: str | Path) -> Any:
+    """The plain data of a YAML file (empty file: ``{}``). Syntax errors and tags that would
+    build Python objects (``!!python/...``) are a :class:`ConfigError` naming the line."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: {_yaml_problem(err)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file (a YAML config is expected)") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One line saying what is wrong with some YAML and where."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if isinstance(err, yaml.constructor.ConstructorError) and "tag" in problem:
+        tag = problem.split("tag", 1)[1].strip(" '").replace("tag:yaml.org,2002:", "!!")
+        return (f"{where}the tag {tag} asks YAML to build a Python object; seqvae configs hold plain values "
+                "(numbers, strings, lists, mappings) and never construct objects, so the file was refused and "
+                "nothing in it was run. Remove the tag")
+    return f"{where}not valid YAML ({problem}); fix the syntax there"
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Apply dotted ``a.b=value`` overrides (values parsed as YAML) to a nested mapping."""
     raw = _deep_copy(raw)
@@ -153,7 +227,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(value) if value != "" else ""
+        try:
+            node[parts[-1]] = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is {_yaml_problem(err)}") from None
     return raw
 
 

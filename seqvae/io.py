@@ -3,6 +3,7 @@ a half-written file) and the one float ↔ uint8 pixel conversion."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def is_atomic_temporary(path: str | os.PathLike, target: str | None = None) -> bool:
+    """Whether ``path`` is named like a temporary file of :func:`atomic_path` (left behind
+    only when the process was killed mid-write); with ``target`` (a file name), one of
+    that file's."""
+    match = re.fullmatch(r"\.(.+)\.[0-9a-f]{8}\.tmp(\.[^.]+)?", Path(path).name)
+    if match is None:
+        return False
+    return target is None or (match.group(1), match.group(2) or "") == (Path(target).stem, Path(target).suffix)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -25,6 +25,16 @@ class ComponentConfig:
     name: str
 
 
+def require_at_least(config: Any, section: str, minimum: float, *keys: str) -> None:
+    """For a config's ``__post_init__``: raise ``ValueError`` naming ``section.key`` for the
+    first of ``keys`` whose value is below ``minimum`` (the config system reports it as a
+    ConfigError, e.g. ``model.latent_dim must be at least 1, got 0``)."""
+    for key in keys:
+        value = getattr(config, key)
+        if value is not None and value < minimum:
+            raise ValueError(f"{section}.{key} must be at least {minimum}, got {value}")
+
+
 @dataclass
 class Entry(Generic[T]):
     config_class: type

@@ -232,6 +232,61 @@ def test_bad_record_in_training_raises_through_workers_or_is_skipped(tmp_path):
         list(build_bair(BairConfig(root=str(tmp_path), random_windows=False), "train"))
 
 
+def bad_value(feature: str, value: float, records=(1,)):
+    """Corrupt step 13 of ``feature`` (``action`` or ``endeffector_pos``) in the given records."""
+    def corrupt(k, datum):
+        if k in records:
+            values = list(datum[f"13/{feature}"][0])
+            values[1] = value
+            datum[f"13/{feature}"] = (values, "float")
+    return corrupt
+
+
+@pytest.mark.parametrize("feature", ["action", "endeffector_pos"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 1e38])
+def test_non_finite_or_huge_actions_and_positions_are_corrupt_records(tmp_path, feature, value):
+    corrupt_root(tmp_path, "test", "traj_0_to_3.tfrecords", bad_value(feature, value))
+    ds = build_bair(BairConfig(root=str(tmp_path), eval_seq_len=5), "test")   # the bad step lies outside the window
+    with pytest.raises(CorruptRecordError, match=rf"record 1: feature '13/{feature}' holds") as err:
+        ds[1]
+    assert err.value.index == 1 and err.value.path.endswith("traj_0_to_3.tfrecords")
+    with pytest.warns(UserWarning, match=rf"record 1: feature '13/{feature}'"):
+        ds = build_bair(BairConfig(root=str(tmp_path), skip_corrupt=True), "test")
+    assert [seq_id_of(ds[i]) for i in range(len(ds))] == [20, 22, 23]
+    assert all(torch.isfinite(ds[i]["actions"]).all() and torch.isfinite(ds[i]["endeffector_pos"]).all()
+               for i in range(len(ds)))
+
+
+def test_worker_errors_keep_file_and_record_and_pickle_with_them(tmp_path):
+    import pickle
+
+    path = corrupt_root(tmp_path, "train", "traj_4_to_7.tfrecords", bad_value("action", float("nan")))
+    ds = build_bair(BairConfig(root=str(tmp_path), random_windows=False), "train")
+    with pytest.raises(CorruptRecordError) as err:
+        loader_ids(ds, 1)                       # raised in a DataLoader worker process
+    assert err.value.path == str(path) and err.value.index == 1
+    message = str(err.value)
+    assert message.startswith(f"corrupt BAIR TFRecord {path}, record 1: feature '13/action' holds nan")
+    assert "Traceback" not in message and "DataLoader worker" not in message and "skip_corrupt" in message
+    again = pickle.loads(pickle.dumps(err.value))
+    assert (again.path, again.index, str(again), again.brief) == (err.value.path, 1, message, err.value.brief)
+
+
+def test_everything_skipped_as_corrupt_says_so(tmp_path):
+    from seqvae.data.loader import batch_stream
+
+    everything = bad_value("endeffector_pos", 1e38, records=range(4))
+    corrupt_root(tmp_path, "train", "traj_0_to_3.tfrecords", everything)
+    corrupt_root(tmp_path, "test", "traj_0_to_3.tfrecords", everything)
+    cfg = BairConfig(root=str(tmp_path), skip_corrupt=True)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"every BAIR record was skipped as corrupt \(4"):
+        build_bair(cfg, "test")
+    train = build_bair(cfg, "train")
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="every BAIR record was skipped as corrupt") as err:
+        next(batch_stream(train, batch_size=2, seed=0))
+    assert "batch_size" not in str(err.value).split(":", 1)[1]   # not "lower train.batch_size or add data"
+
+
 # -------------------------------------------------------------------- download tool
 @pytest.fixture(scope="module")
 def dl():

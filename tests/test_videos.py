@@ -107,7 +107,8 @@ def test_seeking_agrees_with_decoding_from_the_start(folder):
 
 def test_probe_counts_match_decoded_frames(folder):
     for name in ("a.mp4", "sub/b.avi", "c.mkv"):
-        count, _ = probe_video(folder / name)
+        count, _, width, height = probe_video(folder / name)
+        assert (width, height) == {"a.mp4": (128, 96), "sub/b.avi": (96, 64), "c.mkv": (64, 64)}[name]
         with av.open(str(folder / name)) as container:
             assert count == sum(1 for _ in container.decode(video=0))
 
@@ -193,3 +194,42 @@ def test_a_changed_video_is_decoded_again_and_its_old_entry_removed(tmp_path):
     assert len(old) == len(new) == 1 and old != new
     assert not torch.equal(first, second)
     assert torch.equal(second, VideoFolderDataset(config(root, seq_len=8, cache=False), "train")[0]["frames"])
+
+
+# ------------------------------------------------------ issue 11: small, broken, all skipped
+def test_small_videos_are_upscaled_with_a_warning_or_refused_below_min_size(tmp_path):
+    write_video(tmp_path / "thin.mp4", "libx264", 6, 64, 8, 0, {"crf": "12"})
+    with pytest.warns(UserWarning, match=r"1 of the 1 videos .* upscaled \(up to 8\.0×\): thin\.mp4 \(8 px\)"):
+        ds = VideoFolderDataset(config(tmp_path, seq_len=3), "train")
+    assert ds[0]["frames"].shape == (3, 3, 64, 64)
+    with pytest.raises(ValueError, match=r"thin\.mp4 is 64×8, smaller than data\.min_size=16"):
+        VideoFolderDataset(config(tmp_path, seq_len=3, min_size=16), "train")
+    with pytest.raises(ValueError, match="data.min_size must be at least 0"):
+        config(tmp_path, min_size=-1)
+
+
+def test_every_video_skipped_as_broken_says_so(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "text.mkv").write_text("not a video")
+    with pytest.warns(UserWarning, match="skipping"), \
+            pytest.raises(ValueError, match=r"every one of the 2 videos of split 'train' .* was skipped") as err:
+        VideoFolderDataset(config(tmp_path, seq_len=3, skip_broken=True), "train")
+    assert "the longest has" not in str(err.value)
+
+
+def test_broken_video_through_the_cli_is_one_line_and_exit_2(tmp_path, capsys):
+    import yaml
+
+    from seqvae.cli import main as cli_main
+
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "zero.mp4").write_bytes(b"")
+    cfg = {"data": {"name": "video_folder", "root": str(tmp_path / "videos"), "seq_len": 3, "split_by": "none"},
+           "model": {"name": "svg"}, "likelihood": {"name": "optimal_sigma"},
+           "train": {"out_dir": str(tmp_path / "run"), "steps": 2}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli_main(["train", str(tmp_path / "cfg.yaml")]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert captured.err.startswith("seqvae train: error: cannot decode video file") and "zero.mp4" in captured.err
+    assert not (tmp_path / "run").exists()

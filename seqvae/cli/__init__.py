@@ -1,6 +1,6 @@
 """The ``seqvae`` command line, one module per command:
 
-    seqvae train CONFIG [key=value ...] [--resume] [--dry-run]
+    seqvae train CONFIG [key=value ...] [--resume] [--dry-run] [--force]
     seqvae eval CKPT [--split test] [--samples N] [key=value ...]
     seqvae sample CKPT [--num N] [--seed S] [--out FILE]
     seqvae demo [--minutes M]               (train, predict, plan on the embedded pushing world)
@@ -10,21 +10,28 @@
     seqvae render INPUT.npz --out FILE      (labelled panels -> MP4 / GIF / PNG)
 
 Under ``torchrun --nproc_per_node=N -m seqvae.cli train ...`` training runs with DDP.
-Errors a user can fix (bad config, missing data, corrupt checkpoint, a training run whose
-updates are all being skipped) print one clear message and exit with status 2; nothing in
-the run folder is overwritten.
+Errors a user can fix (bad config, missing or corrupt data, corrupt checkpoint, a full or
+read-only disk, a training run whose updates are all being skipped) print one clear
+message and exit with status 2; nothing in the run folder is overwritten. Ctrl-C / SIGTERM
+stop training after a checkpoint of the finished step (exit 130 / 143).
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from seqvae.checkpoint import CheckpointError
 from seqvae.cli import analyze, evaluate, render, rollout, sample, train
 from seqvae.config import ConfigError
+from seqvae.data.videos import VideoDecodeError
+from seqvae.interrupt import TrainingInterrupted
 from seqvae.registry import COMMANDS as REGISTERED_COMMANDS
-from seqvae.train import RunFolderError
+from seqvae.run_folder import RunFolderError, describe_os_error
 from seqvae.update_guard import UpdatesSkippedError
+
+# errors whose message tells the user what to fix: one line on stderr, exit status 2
+USER_ERRORS = (ConfigError, CheckpointError, RunFolderError, UpdatesSkippedError, VideoDecodeError, ValueError, OSError)
 
 COMMANDS = (train, evaluate, sample, analyze, rollout, render)
 
@@ -54,12 +61,32 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def user_message(err: BaseException) -> str:
+    """The one line a user sees for an error: a DataLoader worker's error without torch's
+    wrapping (``Caught X in DataLoader worker process N. Original Traceback ...``), an
+    ``OSError`` of the system with its path and what to do."""
+    text = str(err)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = re.sub(r"^[\w.]+: ", "", last.strip())
+    elif isinstance(err, OSError) and err.errno is not None:
+        text = describe_os_error(err)
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)   # what was run, for records such as eval.json
     try:
         args.func(args)
-    except (ConfigError, CheckpointError, RunFolderError, UpdatesSkippedError, FileNotFoundError, ValueError) as err:
-        print(f"seqvae {args.command}: error: {err}", file=sys.stderr)
+    except TrainingInterrupted as stop:   # Ctrl-C / SIGTERM during training: where to resume from
+        if not stop.quiet:
+            print(f"seqvae {args.command}: {stop}", file=sys.stderr, flush=True)
+        return stop.exit_code
+    except KeyboardInterrupt:
+        print(f"seqvae {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        print(f"seqvae {args.command}: error: {user_message(err)}", file=sys.stderr)
         return 2
     return 0

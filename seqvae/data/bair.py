@@ -31,9 +31,11 @@ Splits
   from step 0 with ``eval_seq_len`` steps.
 
 Records are located by scanning their 12-byte headers once (an in-memory index of byte
-offsets); each read checks the record's CRC32C. A truncated or corrupt record raises
-:class:`CorruptRecordError` naming the file and record index, or with
-``skip_corrupt=True`` is skipped with a warning naming them.
+offsets); each read checks the record's CRC32C, and every action and end-effector value
+must be finite and of plausible size (``|x| <= MAX_ABS_VALUE``: a bit flip in a float's
+exponent makes 1e38, which the model turns into Inf/NaN). A truncated or corrupt record
+raises :class:`CorruptRecordError` naming the file and record index (also when raised in a
+DataLoader worker), or with ``skip_corrupt=True`` is skipped with a warning naming them.
 """
 from __future__ import annotations
 
@@ -70,20 +72,52 @@ EEF_KEY = "{t}/endeffector_pos"
 DOWNLOAD_SCRIPT = "tools/download_bair.py"
 
 _KEYS = [(IMAGE_KEY.format(t=t), ACTION_KEY.format(t=t), EEF_KEY.format(t=t)) for t in range(STEPS)]
+MAX_ABS_VALUE = 1e6             # larger actions / end-effector positions are corrupt (real ones are below ~10)
 _HEADER = 12                    # uint64 length + uint32 masked CRC of the length
 _FOOTER = 4                     # uint32 masked CRC of the data
 _CRC_MASK = 0xA282EAD8
 
 
 class CorruptRecordError(ValueError):
-    """A TFRecord is truncated or malformed; the message names the file and record index."""
+    """A TFRecord is truncated or malformed; the message names the file and record index
+    (``path``, ``index``).
+
+    It pickles with its fields, and keeps them when a DataLoader worker raised it: torch
+    re-raises a worker's error as ``CorruptRecordError(<formatted traceback>)``, from which
+    the original message and fields are recovered.
+    """
 
     def __init__(self, message: str, path: str | os.PathLike | None = None, index: int | None = None,
                  brief: str | None = None) -> None:
+        if path is None and index is None:
+            message, path, index, brief = _from_worker(message)
         super().__init__(message)
         self.path = None if path is None else str(path)
         self.index = index
         self.brief = brief or message   # the message without the advice, for warnings
+
+    def __reduce__(self):
+        return type(self), (str(self), self.path, self.index, self.brief)
+
+
+_ADVICE = (". Re-extract the file from the tar (python {script} --root <root>) or set data.skip_corrupt=true to "
+           "skip such records")
+_BRIEF = re.compile(r"corrupt BAIR TFRecord (?P<path>.+?), record (?P<index>\d+): .*")
+
+
+def _from_worker(message: str) -> tuple[str, str | None, int | None, str | None]:
+    """(message, path, index, brief) of a CorruptRecordError from its own message, or from
+    torch's ``Caught CorruptRecordError in DataLoader worker process N ...`` wrapping of it."""
+    if message.startswith("Caught ") and "Original Traceback" in message:
+        lines = [line for line in message.splitlines() if "CorruptRecordError: " in line]
+        if lines:
+            message = lines[-1].split("CorruptRecordError: ", 1)[1].strip()
+    advice = _ADVICE.format(script=DOWNLOAD_SCRIPT)
+    brief = message[:-len(advice)] if message.endswith(advice) else message
+    match = _BRIEF.fullmatch(brief)
+    if match is None:
+        return message, None, None, None
+    return message, match["path"], int(match["index"]), brief
 
 
 # ---------------------------------------------------------------------- config
@@ -99,6 +133,10 @@ class BairConfig(ComponentConfig):
     random_windows: bool = True      # train: random window of seq_len steps per sequence (False: steps 0..seq_len-1)
     skip_corrupt: bool = False       # skip truncated/corrupt records with a warning instead of raising
     seed: int = 0                    # shuffling and window seed; epoch e uses (seed, e)
+
+    def __post_init__(self) -> None:
+        _check_len(self.seq_len, "data.seq_len")
+        _check_len(self.eval_seq_len, "data.eval_seq_len")
 
 
 @DATASETS.register("bair", BairConfig)
@@ -156,10 +194,8 @@ def masked_crc32c(data: bytes | memoryview) -> int:
 
 
 def _problem(path: Path, index: int, what: str) -> CorruptRecordError:
-    brief = f"corrupt BAIR TFRecord {path}, record {index}: {what}"
-    return CorruptRecordError(
-        f"{brief}. Re-extract the file from the tar (python {DOWNLOAD_SCRIPT} --root <root>) "
-        f"or set data.skip_corrupt=true to skip such records", path, index, brief)
+    brief = f"corrupt BAIR TFRecord {path}, record {index}: {' '.join(what.split())}"
+    return CorruptRecordError(brief + _ADVICE.format(script=DOWNLOAD_SCRIPT), path, index, brief)
 
 
 def scan_tfrecord(path: str | os.PathLike, skip_corrupt: bool = False) -> np.ndarray:
@@ -249,13 +285,22 @@ def decode_example(data: bytes, path: Path, index: int, start: int = 0, length: 
             else:
                 if len(values) != size:
                     raise _problem(path, index, f"feature {name!r} has {len(values)} floats, expected {size}")
-                if start <= t < start + length:
-                    out.append(list(values))
+                out.append(list(values))   # every step: all are checked below
+    window = slice(start, start + length)
+    arrays = {}
+    for key, name, values in (("actions", ACTION_KEY, actions), ("endeffector_pos", EEF_KEY, eefs)):
+        array = np.asarray(values, dtype=np.float32)                                   # [30, D]
+        bad = ~(np.abs(array) <= MAX_ABS_VALUE)                                         # NaN, ±Inf, 1e38 ...
+        if bad.any():
+            t, d = map(int, np.argwhere(bad)[0])
+            raise _problem(path, index, f"feature {name.format(t=t)!r} holds {float(array[t, d])!r} "
+                                        f"({int(bad.sum())} value(s) not finite or beyond ±{MAX_ABS_VALUE:g})")
+        arrays[key] = torch.from_numpy(np.ascontiguousarray(array[window]))
     frames = np.frombuffer(b"".join(images), dtype=np.uint8).reshape(length, HEIGHT, WIDTH, CHANNELS)
     return {
         "frames": torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))),  # [T, C, H, W]
-        "actions": torch.from_numpy(np.asarray(actions, dtype=np.float32)),               # [T, 4]
-        "endeffector_pos": torch.from_numpy(np.asarray(eefs, dtype=np.float32)),          # [T, 3]
+        "actions": arrays["actions"],                                                     # [T, 4]
+        "endeffector_pos": arrays["endeffector_pos"],                                     # [T, 3]
     }
 
 
@@ -341,6 +386,17 @@ def _warn_skip(err: CorruptRecordError) -> None:
     warnings.warn(f"skipping {err.brief}", stacklevel=3)
 
 
+def _nothing_readable(files: Sequence[Path], skip_corrupt: bool, located: int) -> ValueError:
+    """The error for a split with no usable record."""
+    names = ", ".join(str(f) for f in files)
+    if skip_corrupt:
+        return ValueError(
+            f"every BAIR record was skipped as corrupt ({located} located in {len(files)} file(s): {names}; "
+            "data.skip_corrupt=true, the warnings name each one), so nothing is left. Re-extract the files from the "
+            f"tar (python {DOWNLOAD_SCRIPT} --root <root>)")
+    return ValueError(f"no BAIR records in {names}: the files are empty")
+
+
 class BairTrainDataset(IterableDataset):
     """Training sequences: each record once per epoch, shuffled from ``(seed, epoch)``.
 
@@ -357,7 +413,7 @@ class BairTrainDataset(IterableDataset):
         _check_len(seq_len, "data.seq_len")
         self.index = _RecordIndex(files, skip_corrupt)
         if len(self.index) == 0:
-            raise ValueError(f"no readable BAIR records in {[str(f) for f in self.index.files]}")
+            raise _nothing_readable(self.index.files, skip_corrupt, 0)
         self.seq_len = seq_len
         self.random_windows = random_windows
         self.seed = seed
@@ -404,6 +460,27 @@ class BairTrainDataset(IterableDataset):
         rank, world = self._rank_world()
         return len(range(rank, len(self.index), world))
 
+    def why_empty(self, batch_size: int) -> str:
+        """Why an epoch gave no full batch (asked by the loader): reads this rank's records
+        until ``batch_size`` readable ones are found."""
+        records = self.shard(self.epoch)
+        good, handles = 0, _Handles()
+        try:
+            for i in records:
+                try:
+                    _read_item(handles, self.index, i, 0, STEPS)
+                    good += 1
+                except CorruptRecordError:
+                    continue
+                if good >= batch_size:
+                    break
+        finally:
+            handles.close()
+        if good == 0 and self.skip_corrupt:
+            return str(_nothing_readable(self.index.files, True, len(records)))
+        return (f"only {good} of this process's {len(records)} BAIR records are readable, fewer than one batch; "
+                "lower train.batch_size or add data")
+
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
@@ -447,7 +524,7 @@ class BairEvalDataset(Dataset):
             self.records = np.asarray(good, dtype=np.int64)
             self._close()
         if len(self.records) == 0:
-            raise ValueError(f"no readable BAIR records in {[str(f) for f in self.index.files]}")
+            raise _nothing_readable(self.index.files, skip_corrupt, len(self.index))
         self.spec = DataSpec(CHANNELS, HEIGHT, WIDTH, seq_len, action_dim=ACTION_DIM)
 
     def _get_handles(self) -> _Handles:

@@ -21,7 +21,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from seqvae.registry import ComponentConfig
+from seqvae.registry import ComponentConfig, require_at_least
 from seqvae.data.spec import DataSpec
 from seqvae.registry import DATASETS
 
@@ -92,6 +92,12 @@ class ShapesConfig(ComponentConfig):
     test_size: int = 1000
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        require_at_least(self, "data", 1, "image_size")
+        require_at_least(self, "data", 0, "train_size", "val_size", "test_size")
+        if self.channels not in (1, 3):
+            raise ValueError(f"data.channels must be 1 or 3, got {self.channels}")
+
 
 @DATASETS.register("shapes", ShapesConfig)
 def build_shapes(cfg: ShapesConfig, split: str) -> ShapesImages:
@@ -128,6 +134,9 @@ class TorchvisionConfig(ComponentConfig):
     download: bool = False    # fetch the data set into root when it is missing
     image_size: int = 0       # default: the paper's (SVHN/MNIST 28, CIFAR-10/CelebA 32)
     val_size: int = 5000      # SVHN/CIFAR-10/MNIST: last examples of train held out as "val"
+
+    def __post_init__(self) -> None:
+        require_at_least(self, "data", 0, "image_size", "val_size")
 
 
 _DEFAULT_SIZE = {"svhn": 28, "mnist": 28, "cifar10": 32, "celeba": 32}
@@ -239,6 +248,11 @@ class ImageFolderConfig(ComponentConfig):
     resize: bool = True
     val_percent: float = 5.0
     test_percent: float = 5.0
+
+    def __post_init__(self) -> None:
+        require_at_least(self, "data", 1, "image_size")
+        if self.channels not in (1, 3):
+            raise ValueError(f"data.channels must be 1 or 3, got {self.channels}")
 
 
 @DATASETS.register("image_folder", ImageFolderConfig)

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from seqvae.interrupt import ignore_in_worker
+
 
 class EpochSampler(Sampler[int]):
     """This rank's indices of epoch ``epoch``, skipping the first ``skip`` of them."""
@@ -44,7 +46,7 @@ def batch_stream(dataset: Dataset, batch_size: int, seed: int, rank: int = 0, wo
     from the global RNG, so the model's random stream is the same with and without resume.
     """
     loader_args = dict(batch_size=batch_size, num_workers=num_workers, drop_last=True, pin_memory=pin_memory,
-                       persistent_workers=False)
+                       persistent_workers=False, worker_init_fn=ignore_in_worker if num_workers else None)
 
     def generator(epoch: int) -> torch.Generator:
         return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 4099 + rank)
@@ -59,7 +61,9 @@ def batch_stream(dataset: Dataset, batch_size: int, seed: int, rank: int = 0, wo
                 got_any = True
                 yield batch
             if not got_any:
-                raise RuntimeError("the training data set yielded no full batch; lower train.batch_size or add data")
+                reason = dataset.why_empty(batch_size) if hasattr(dataset, "why_empty") else ""
+                raise ValueError(f"the training data set yielded no full batch of {batch_size}: "
+                                 + (reason or "lower train.batch_size or add data"))
             epoch += 1
     per_rank = len(dataset) // world
     per_epoch = per_rank // batch_size

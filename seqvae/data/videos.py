@@ -4,7 +4,10 @@ Every file under ``root`` (recursively; hidden files skipped) whose extension is
 ``extensions`` is one video, decoded with PyAV (FFmpeg). Frames are centre-cropped to a
 square and resized to ``image_size`` (bilinear with antialiasing), and each video is cut
 into clips of ``seq_len`` frames (every ``frame_step``-th frame) starting every
-``stride`` frames. Videos shorter than one clip are skipped.
+``stride`` frames. Videos shorter than one clip are skipped. A video whose square crop is
+smaller than ``image_size`` is upscaled, with a warning naming it (a 64×8 video becomes
+8×8 blown up 8×); one smaller than ``min_size`` is refused (skipped with a warning under
+``skip_broken``).
 
 Splits are by file, so no clip of a video leaks into another split: the first 32 bits of
 ``sha1(relative path)`` as a fraction ``h`` in [0, 1) put the file in ``test`` if
@@ -26,13 +29,14 @@ import hashlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from seqvae.registry import ComponentConfig
+from seqvae.registry import ComponentConfig, require_at_least
 from seqvae.data.spec import DataSpec
 from seqvae.data.video_cache import FrameCache, default_cache_dir
 from seqvae.registry import DATASETS
@@ -67,9 +71,19 @@ class VideoFolderConfig(ComponentConfig):
     val_fraction: float = 0.1         # share of files (by path hash) in val ...
     test_fraction: float = 0.1        # ... and in test
     split_by: str = "file"            # "file": split by path hash; "none": every file in every split
-    skip_broken: bool = False         # warn and skip unreadable files instead of failing
+    skip_broken: bool = False         # warn and skip unreadable (or too small) files instead of failing
+    min_size: int = 0                 # refuse videos whose shorter side is below this (0: any size; smaller
+                                      # than image_size is upscaled with a warning)
     cache: bool = True                # decode each video once into a memory-mapped frame cache (fast clips)
     cache_dir: str = ""               # where ("": $XDG_CACHE_HOME/seqvae/video_frames)
+
+    def __post_init__(self) -> None:
+        require_at_least(self, "data", 1, "seq_len", "stride", "frame_step", "image_size")
+        require_at_least(self, "data", 0, "min_size")
+        if self.split_by not in ("file", "none"):
+            raise ValueError(f"data.split_by must be 'file' or 'none', got {self.split_by!r}")
+        if not (0 <= self.val_fraction and 0 <= self.test_fraction and self.val_fraction + self.test_fraction <= 1):
+            raise ValueError("data.val_fraction and data.test_fraction must be >= 0 and sum to at most 1")
 
 
 def split_of(relative_path: str, val_fraction: float, test_fraction: float) -> str:
@@ -91,25 +105,35 @@ class VideoInfo:
     relative: str
     num_frames: int
     pts: tuple[int, ...] | None   # None when the container gives no timestamps (decode from the start)
+    width: int = 0                # frame size from the stream's parameters (0: unknown)
+    height: int = 0
 
 
-def probe_video(path: Path) -> tuple[int, tuple[int, ...] | None]:
-    """Frame count and sorted presentation timestamps of the first video stream, by
-    demuxing only. Raises :class:`VideoDecodeError` naming the file."""
+class Probe(NamedTuple):
+    num_frames: int
+    pts: tuple[int, ...] | None
+    width: int
+    height: int
+
+
+def probe_video(path: Path) -> Probe:
+    """Frame count, sorted presentation timestamps and frame size of the first video
+    stream, by demuxing only. Raises :class:`VideoDecodeError` naming the file."""
     av = _av()
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VideoDecodeError(f"cannot decode video file {path}: it has no video stream")
             stream = container.streams.video[0]
+            width, height = stream.codec_context.width or 0, stream.codec_context.height or 0
             pts: list[int | None] = [p.pts for p in container.demux(stream) if p.size > 0]
     except VideoDecodeError:
         raise
     except Exception as err:  # FFmpeg errors come in many classes
         raise VideoDecodeError(f"cannot decode video file {path}: {err}") from err
     if any(p is None for p in pts) or len(set(pts)) != len(pts):
-        return len(pts), None
-    return len(pts), tuple(sorted(pts))  # type: ignore[arg-type]
+        return Probe(len(pts), None, width, height)
+    return Probe(len(pts), tuple(sorted(pts)), width, height)  # type: ignore[arg-type]
 
 
 def decode_frames(video: VideoInfo, indices: list[int], size: int | None = None) -> Tensor:
@@ -200,15 +224,8 @@ class VideoFolderDataset(Dataset):
     def __init__(self, cfg: VideoFolderConfig, split: str) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        cfg.__post_init__()  # a config built by hand and changed afterwards is checked again
         stride = cfg.stride if cfg.stride is not None else cfg.seq_len
-        for key, value in (("seq_len", cfg.seq_len), ("stride", stride), ("frame_step", cfg.frame_step),
-                           ("image_size", cfg.image_size)):
-            if value < 1:
-                raise ValueError(f"data.{key} must be at least 1, got {value}")
-        if cfg.split_by not in ("file", "none"):
-            raise ValueError(f"data.split_by must be 'file' or 'none', got {cfg.split_by!r}")
-        if not (0 <= cfg.val_fraction and 0 <= cfg.test_fraction and cfg.val_fraction + cfg.test_fraction <= 1):
-            raise ValueError("data.val_fraction and data.test_fraction must be >= 0 and sum to at most 1")
         self.cfg, self.split = cfg, split
         self.spec = DataSpec(3, cfg.image_size, cfg.image_size, cfg.seq_len, action_dim=0)
         self.cache = FrameCache(cfg.cache_dir or default_cache_dir(), cfg.image_size) if cfg.cache else None
@@ -244,13 +261,31 @@ class VideoFolderDataset(Dataset):
         self.videos: list[VideoInfo] = []
         for path in mine:
             try:
-                count, pts = probe_video(path)
-            except VideoDecodeError as err:
+                count, pts, width, height = probe_video(path)
+                if 0 < min(width, height) < cfg.min_size:
+                    raise ValueError(f"video_folder: {path} is {width}×{height}, smaller than data.min_size="
+                                     f"{cfg.min_size} on its shorter side; remove it or lower data.min_size")
+            except (VideoDecodeError, ValueError) as err:
                 if not cfg.skip_broken:
                     raise
                 warnings.warn(f"video_folder: skipping {err}", stacklevel=2)
                 continue
-            self.videos.append(VideoInfo(path, path.relative_to(root).as_posix(), count, pts))
+            self.videos.append(VideoInfo(path, path.relative_to(root).as_posix(), count, pts, width, height))
+        if not self.videos:
+            raise ValueError(
+                f"video_folder: every one of the {len(mine)} videos of split {split!r} under {root.resolve()} was "
+                "skipped as unreadable or too small (data.skip_broken=true; the warnings above name each one), "
+                "so no clip is left"
+            )
+        small = sorted((min(v.width, v.height), v.relative) for v in self.videos
+                       if 0 < min(v.width, v.height) < cfg.image_size)
+        if small:
+            shown = ", ".join(f"{name} ({side} px)" for side, name in small[:3]) + (" ..." if len(small) > 3 else "")
+            warnings.warn(
+                f"video_folder: {len(small)} of the {len(self.videos)} videos of split {split!r} are smaller than "
+                f"data.image_size={cfg.image_size} on their shorter side and are upscaled (up to "
+                f"{cfg.image_size / small[0][0]:.1f}×): {shown}. Set data.min_size to refuse such videos, or lower "
+                "data.image_size", stacklevel=2)
         span = (cfg.seq_len - 1) * cfg.frame_step + 1
         self.clips: list[tuple[int, int]] = [
             (v, start)

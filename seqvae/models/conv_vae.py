@@ -15,7 +15,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from seqvae.registry import ComponentConfig
+from seqvae.registry import ComponentConfig, require_at_least
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.base import LikelihoodHead
 from seqvae.models.base import SingleLatentVAE
@@ -115,6 +115,9 @@ class ConvVAEConfig(ComponentConfig):
     base_channels: int = 32
     latent_dim: int = 20
     num_layers: int = 3
+
+    def __post_init__(self) -> None:
+        require_at_least(self, "model", 1, "base_channels", "latent_dim", "num_layers")
 
 
 @MODELS.register("conv_vae", ConvVAEConfig)

@@ -26,7 +26,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from seqvae.registry import ComponentConfig
+from seqvae.registry import ComponentConfig, require_at_least
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.base import LikelihoodHead
 from seqvae.models.base import SequenceVAE
@@ -63,6 +63,14 @@ class SVGConfig(ComponentConfig):
     prior: str = "learned"             # learned (SVG-LP) | fixed (SVG-FP, N(0, I)) | none (deterministic)
     action_conditioned: bool = False   # feed a_{t-1} to predictor, prior and posterior
     skip: str = "last_context"         # last_context (SVG) | last_frame (most recent frame's skips)
+
+    def __post_init__(self) -> None:
+        require_at_least(self, "model", 1, "width", "g_dim", "z_dim", "rnn_size", "predictor_layers", "prior_layers",
+                         "posterior_layers", "n_past", "n_future", "n_eval")
+        if self.prior not in PRIORS:
+            raise ValueError(f"model.prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
+        if self.skip not in SKIPS:
+            raise ValueError(f"model.skip must be one of {', '.join(SKIPS)}, got {self.skip!r}")
 
 
 @dataclass

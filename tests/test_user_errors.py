@@ -1,0 +1,145 @@
+"""User-fixable mistakes reach the user as one clear line and exit status 2, from every
+command (issue 11, items 11 and 12): bad YAML, values the loop cannot run with, a file in
+the way or a full disk, weights that do not fit, unsafe or empty checkpoint files."""
+import errno
+import re
+import os
+
+import pytest
+import torch
+import yaml
+
+from seqvae.build import load_model
+from seqvae.checkpoint import CheckpointError, load_checkpoint
+from seqvae.cli import main as cli_main
+from seqvae.config import ConfigError, RunConfig, apply_overrides
+from seqvae.train import train
+
+BASE = {
+    "data": {"name": "shapes", "image_size": 16, "train_size": 40, "test_size": 16, "val_size": 8},
+    "model": {"name": "conv_vae", "base_channels": 8, "latent_dim": 4},
+    "likelihood": {"name": "optimal_sigma"},
+    "train": {"steps": 3, "batch_size": 8, "log_every": 1, "eval_every": 0, "eval_batches": 1, "image_every": 0,
+              "checkpoint_every": 0},
+}
+
+
+def _yaml(tmp_path, *overrides, text=None):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text if text is not None else yaml.safe_dump(apply_overrides(BASE, list(overrides))))
+    return path
+
+
+def _one_clear_line(capsys, command="train"):
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "Traceback" not in captured.err + captured.out
+    assert len(err.splitlines()) == 1 and err.startswith(f"seqvae {command}: error: "), err
+    return err
+
+
+# ---------------------------------------------------------------- 12. config values
+@pytest.mark.parametrize("override, message", [
+    ("train.log_every=0", "train.log_every must be at least 1, got 0"),
+    ("data.image_size=-16", "data.image_size must be at least 1, got -16"),
+    ("model.latent_dim=0", "model.latent_dim must be at least 1, got 0"),
+    ("train.checkpoint_every=-5", "train.checkpoint_every must be 0 or more (0: only at the end), got -5"),
+    ("train.out_dir=", "train.out_dir must name the run folder"),
+])
+def test_values_the_loop_cannot_run_with_are_refused(tmp_path, monkeypatch, capsys, override, message):
+    monkeypatch.chdir(tmp_path)
+    path = _yaml(tmp_path, f"train.out_dir={tmp_path / 'run'}")
+    assert cli_main(["train", str(path), override]) == 2
+    assert message in _one_clear_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml"]     # nothing was written
+    with pytest.raises(ConfigError, match=re.escape(message)):              # the config itself refuses it
+        RunConfig.from_dict(apply_overrides(BASE, [override]))
+
+
+# ------------------------------------------------------------------ 12. YAML
+def test_yaml_syntax_error_names_the_line(tmp_path, capsys):
+    path = _yaml(tmp_path, text="data: {name: shapes\nmodel: {name: conv_vae}\n")
+    assert cli_main(["train", str(path)]) == 2
+    err = _one_clear_line(capsys)
+    assert f"{path}: line 2" in err and "not valid YAML" in err
+    assert cli_main(["train", str(_yaml(tmp_path)), "train.lr=[1"]) == 2
+    assert "override 'train.lr=[1'" in _one_clear_line(capsys)
+
+
+def test_python_tags_in_yaml_are_refused_and_never_run(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    text = yaml.safe_dump(BASE) + f"extra: !!python/object/apply:os.system ['touch {marker}']\n"
+    assert cli_main(["train", str(_yaml(tmp_path, text=text))]) == 2
+    err = _one_clear_line(capsys)
+    assert "!!python/object/apply:os.system" in err and "never construct" in err
+    assert not marker.exists()
+
+
+# -------------------------------------------------------------- 12. disks and paths
+def test_output_path_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file")
+    assert cli_main(["train", str(_yaml(tmp_path, f"train.out_dir={tmp_path / 'taken'}"))]) == 2
+    assert "is a file, not a folder" in _one_clear_line(capsys)
+    assert cli_main(["train", str(_yaml(tmp_path, f"train.out_dir={tmp_path / 'taken' / 'run'}"))]) == 2
+    assert "a file is in the way" in _one_clear_line(capsys)
+    assert (tmp_path / "taken").read_text() == "a file"
+
+
+def test_full_disk_while_checkpointing_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    def full(obj, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    run = tmp_path / "run"
+    assert cli_main(["train", str(_yaml(tmp_path, f"train.out_dir={run}"))]) == 2
+    err = _one_clear_line(capsys)
+    assert f"{run / 'checkpoint.pt'}: No space left on device" in err and "the disk is full" in err
+    assert not (run / "checkpoint.pt").exists() and not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+# ------------------------------------------------------------ 12. shapes on load
+def test_override_that_changes_the_shapes_on_load_is_a_clear_error(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(RunConfig.from_dict(apply_overrides(BASE, [f"train.out_dir={run}"])), progress=False)
+    assert cli_main(["eval", str(run), "model.latent_dim=8"]) == 2
+    err = _one_clear_line(capsys, "eval")
+    assert "model.latent_dim: 4 -> 8" in err and "change the shapes" in err
+    # weights that do not fit their own config: the file is named, no torch traceback
+    payload = load_checkpoint(run)
+    payload["model"]["to_posterior.weight"] = torch.zeros(3, 3)
+    torch.save(payload, run / "edited.pt")
+    with pytest.raises(CheckpointError, match=r"edited\.pt: the weights do not fit .*to_posterior\.weight"):
+        load_model(run / "edited.pt")
+
+
+# -------------------------------------------------------------- 11. unsafe / empty files
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_with_code_objects_is_refused_plainly(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "seqvae", "version": 1, "step": 0, "model": {}, "config": _RunsCode(marker)}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert "holds pickled code objects" in message and "system" in message and "was refused" in message
+    assert "weights_only" not in message and "truncated" not in message
+    assert cli_main(["eval", str(path)]) == 2
+    assert "holds pickled code objects" in _one_clear_line(capsys, "eval")
+    assert not marker.exists()
+
+
+def test_empty_checkpoint_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    for command in ("eval", "sample"):
+        assert cli_main([command, str(tmp_path / "checkpoint.pt")]) == 2
+        assert "is empty (0 bytes)" in _one_clear_line(capsys, command)
+    assert cli_main(["train", str(_yaml(tmp_path, f"train.out_dir={tmp_path}")), "--resume"]) == 2
+    assert "is empty (0 bytes)" in _one_clear_line(capsys)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b""
