@@ -1,0 +1,47 @@
+"""The pretrained models shipped in seqvae/pretrained: they load (verified against the
+manifest), their cards and measured figures are there, and the action-conditioned one
+still moves pushed objects — a regression of the weights or of the model code fails here."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from seqvae import pretrained
+from seqvae.build import build_data
+
+SHIPPED = sorted(pretrained.available())
+
+
+def test_the_two_pusher_models_are_shipped_small_and_safe():
+    assert SHIPPED == ["pusher", "pusher-actions"]
+    files = [pretrained.HERE / pretrained.info(n).file for n in SHIPPED]
+    assert all(f.suffix == ".safetensors" for f in files)
+    assert sum(f.stat().st_size for f in files) <= 30e6          # ≤ 30 MB for both
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_model_loads_from_its_own_config_and_has_a_card(name):
+    model, cfg = pretrained.load(name)
+    info = pretrained.info(name)
+    card = (pretrained.HERE / info.card).read_text()
+    figures = json.loads((pretrained.HERE / info.file.replace(".safetensors", ".figures.json")).read_text())
+    assert f"`{name}`" in card and info.sha256 in card and str(figures["step"]) in card.replace(" ", "")
+    assert model.spec == build_data(cfg, "test").spec            # the config in the file builds this model
+    assert (model.action_dim > 0) == (name == "pusher-actions")
+
+
+def test_the_shipped_action_model_moves_pushed_objects():
+    """Stated floor: on 8 held-out test sequences (2 samples, all 28 predicted frames, true
+    actions) the objects that move are predicted to travel at least 10 % of their true
+    travel (measured 22 % at these settings and 25 % over the card's 64 × 16; a model that
+    leaves the objects in place, like the earlier 10-minute demo model, measured 4 %)."""
+    from seqvae.worlds.pusher.motion import evaluate_object_motion
+
+    model, cfg = pretrained.load("pusher-actions")
+    motion = evaluate_object_motion(model, build_data(cfg, "test"), n_samples=2, n_sequences=8,
+                                    device=torch.device("cpu"))
+    assert motion.moving >= 8
+    assert motion.predicted_displacement >= 0.10 * motion.true_displacement
+    assert motion.best_error < motion.true_displacement                  # closer than staying put
