@@ -4,9 +4,10 @@ Tolerances, stated:
 * mixed precision: 50 Adam steps of a small dcgan64 SVG-LP from the same start on the same
   batches; every loss finite, and the mean −ELBO of steps 41–50 within 3 % of fp32's
   (bf16 keeps 8 mantissa bits: per-step values differ by ~0.1–1 %, trajectories drift).
-* channels_last vs contiguous: the same −ELBO within 1e-4 relative and gradients within
-  1e-2 of each tensor's largest (TF32 off; other kernels sum in another order: 1.3e-3
-  measured on CPU; a wrong layout would be off by O(1)).
+* channels_last vs contiguous: the same −ELBO within 1e-4 relative and the whole gradient
+  vector within 1e-3 relative L2 (TF32 off; other kernels sum in another order; a wrong
+  layout would be off by O(1)). Biases before BatchNorm have ~0 gradients (pure rounding),
+  so no per-tensor relative check.
 * rollouts on GPU: the same seed gives bit-identical frames twice (graph path), and the
   graph path matches the graph-free path within 2e-3 (kernels differ per chunk shape).
 """
@@ -86,8 +87,8 @@ def test_channels_last_equals_contiguous():
             out.loss.backward()
             outs.append((float(out.loss.detach()), [p.grad for p in m.parameters()]))
         assert abs(outs[0][0] - outs[1][0]) <= 1e-4 * abs(outs[0][0])
-        for g1, g2 in zip(outs[0][1], outs[1][1]):
-            assert float((g1 - g2).abs().max()) <= 1e-2 * float(g1.abs().max()) + 1e-8
+        g1, g2 = (torch.cat([g.flatten() for g in o[1]]) for o in outs)
+        assert float((g1 - g2).norm() / g1.norm()) <= 1e-3
     finally:
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cuda.matmul.allow_tf32 = True
