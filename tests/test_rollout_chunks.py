@@ -14,13 +14,15 @@ def test_plan_chunks_covers_rows_with_few_fixed_sizes():
             # every row exactly once, in order
             assert [r for lo, hi, _ in chunks for r in range(lo, hi)] == list(range(n_rows))
             for lo, hi, size in chunks:
+                assert size < 2 * (hi - lo) or size <= min(CHUNK_BUCKETS)   # padding under 2×
                 assert hi - lo <= size                          # the chunk fits its padded size
                 assert size <= max(max_batch, 1) or max_batch < min(CHUNK_BUCKETS)
                 assert size in CHUNK_BUCKETS or size == max_batch
             full = {size for lo, hi, size in chunks[:-1]}
             assert len(full) <= 1                               # all chunks but the last: one size
-    assert plan_chunks(1000, 4000) == [(0, 1000, 2048)]
+    assert plan_chunks(1000, 4000) == [(0, 1000, 1024)]
     assert plan_chunks(3200, 4000) == [(0, 2048, 2048), (2048, 3200, 2048)]
+    assert plan_chunks(3200, 10_000) == [(0, 3200, 4096)]
     assert plan_chunks(1000, 600) == [(0, 512, 512), (512, 1000, 512)]
     assert plan_chunks(530, 600) == [(0, 512, 512), (512, 530, 32)]
     assert plan_chunks(7, 5) == [(0, 5, 5), (5, 7, 5)]          # below the smallest bucket: max_batch itself
@@ -35,7 +37,7 @@ def test_padded_chunks_equal_plain_slices():
     """cuda_graphs=True on CPU: the same padded chunks, run eagerly; the real rows match the
     graph-free path (padding repeats the last row and is dropped)."""
     model = tiny_svg()
-    b, k, s, horizon = 2, 5, 3, 4                     # 30 rows; max_batch 20 -> chunks of 8, padded last
+    b, k, s, horizon = 2, 5, 3, 4                     # 30 rows; max_batch 20 -> 16 + 14 padded to 16
     ctx = torch.rand(b, N_CTX, 3, 64, 64, generator=gen(1))
     actions = torch.randn(b, k, horizon, A, generator=gen(2))
     seen = []
@@ -47,7 +49,7 @@ def test_padded_chunks_equal_plain_slices():
     plain = rollout(model, ctx, actions, s, generator=gen(3), max_batch=20, cost_fn=cost, cuda_graphs=False)
     n_plain = len(seen)
     padded = rollout(model, ctx, actions, s, generator=gen(3), max_batch=20, cost_fn=cost, cuda_graphs=True)
-    assert [c.shape[0] for c in seen[n_plain:]] == [8, 8, 8, 6]   # cost_fn sees only the real rows
+    assert [c.shape[0] for c in seen[n_plain:]] == [16, 14]   # cost_fn sees only the real rows
     torch.testing.assert_close(padded.frames, plain.frames, rtol=0, atol=1e-5)
     torch.testing.assert_close(padded.costs, plain.costs, rtol=0, atol=1e-5)
     assert float((plain.frames[:, 0] - plain.frames[:, 1]).abs().max()) > 1e-3   # the candidates differ

@@ -22,9 +22,10 @@ CostFn = Callable[[Tensor, Tensor], Tensor]
 
 DEFAULT_CPU_BUDGET = 2 << 30      # bytes of working memory for auto-chunking on CPU
 GPU_BUDGET_FRACTION = 0.5         # ... and this share of the free memory on a GPU
-# Chunk sizes of the CUDA-graph path: every chunk is padded up to one of these, so a planner
-# whose row count changes between calls still replays at most len(CHUNK_BUCKETS) graphs.
-CHUNK_BUCKETS = (8, 32, 128, 512, 2048, 8192)
+# Chunk sizes of the CUDA-graph path: every chunk is padded up to one of these (powers of two:
+# the last chunk is padded by less than 2×), so a planner whose row count changes between
+# calls still compiles and replays at most len(CHUNK_BUCKETS) graphs.
+CHUNK_BUCKETS = tuple(2 ** i for i in range(3, 14))   # 8 .. 8192
 
 
 def plan_chunks(n_rows: int, max_batch: int, buckets: tuple[int, ...] = CHUNK_BUCKETS) -> list[tuple[int, int, int]]:
@@ -34,7 +35,7 @@ def plan_chunks(n_rows: int, max_batch: int, buckets: tuple[int, ...] = CHUNK_BU
     The full chunk size is the largest bucket that fits ``max_batch`` (``max_batch`` itself
     when it is below the smallest bucket); the last, partial chunk takes the smallest
     bucket (not above the full size) that holds it. So the sizes come from a small fixed
-    set, whatever ``n_rows`` is, and padding is under 4× the rows of the last chunk.
+    set, whatever ``n_rows`` is, and the last chunk is padded by less than 2× its rows.
     """
     if n_rows < 0 or max_batch < 1:
         raise ValueError(f"need n_rows >= 0 and max_batch >= 1, got {n_rows}, {max_batch}")
