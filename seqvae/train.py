@@ -123,6 +123,8 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
         payload = load_checkpoint(run_dir / "checkpoint.pt")
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
+        for group in optimizer.param_groups:  # a checkpoint from another device type carries its own fused flag
+            group["fused"] = True if device.type == "cuda" else None
         scaler.load_state_dict(payload["scaler"])
         if "update_guard" in payload:  # absent in checkpoints written before the relative skip rule
             guard.load_state_dict(payload["update_guard"])

@@ -259,6 +259,8 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
             bi, ki, si = padded // (k * s), (padded // s) % k, padded % s
             chunk_actions = None if full_actions is None else full_actions[bi, ki]
             chunk_noise = None if noise is None else noise[bi, si]
+            if cuda_graphs and device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()   # the previous chunk's graph outputs are copied out
             with amp.autocast(device, dtype):
                 # with explicit noise the generator is not used; a graph gets no Generator object
                 pred = predict(ctx[bi], horizon, chunk_actions,
@@ -273,6 +275,7 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
                     got = tuple(c.shape) if isinstance(c, Tensor) else type(c).__name__
                     raise ValueError(f"cost_fn must return a tensor [n={rows.numel()}] (one cost per rollout), got {got}")
                 costs_out[rows] = c.float().to(device)
+            del pred
     frames = None
     if frames_out is not None:
         frames = rearrange(frames_out, "(b k s) t c h w -> b k s t c h w", b=b, k=k)
