@@ -3,16 +3,24 @@
 #   tools/gpu_check.sh [--out FILE]              on a CUDA machine with its own torch (≈ 8 min at most)
 #   tools/gpu_check.sh --cpu-dry-run [--out F]   the same script on CPU at tiny sizes (≈ 1 min)
 # Python: $PYTHON, else this checkout's .venv, else python3 (the device machine's own torch).
-# Pure-Python dependencies missing there can travel as wheels in tools/wheels/ (installed
-# with --no-index, nothing is fetched); the report lists what is still missing.
+# Pure-Python dependencies missing there travel as wheels in tools/wheels/ (einops, tqdm,
+# pytest and its own; installed with --no-index, nothing is fetched). The benchmarks need
+# torch, numpy, einops and tqdm only; the cuda tests also need yaml, PIL, av and crc32c
+# (compiled packages: not carried), and report a collection error where they are missing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
 elif [ -x .venv/bin/python ]; then PY=.venv/bin/python
 else PY=python3; fi
-if ls tools/wheels/*.whl >/dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps tools/wheels/*.whl || echo "gpu_check: installing tools/wheels failed" >&2
-fi
+# wheels only for modules that are missing (never replace what the machine has); the wheel's
+# name up to its first '-' is its module's name for every wheel kept there
+for whl in tools/wheels/*.whl; do
+    [ -e "$whl" ] || continue
+    mod=$(basename "$whl"); mod=${mod%%-*}
+    if ! "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$mod') is None)" 2>/dev/null; then
+        "$PY" -m pip install -q --no-index --no-deps "$whl" || echo "gpu_check: installing $whl failed" >&2
+    fi
+done
 missing=$("$PY" - <<'PYEOF'
 import importlib
 need = ["torch", "numpy", "einops", "yaml", "tqdm", "PIL", "av", "pytest"]
