@@ -19,7 +19,7 @@ from seqvae.models.svg import SVGConfig, build_svg
 from seqvae.train import train
 
 ELBO_RTOL = 1e-5     # relative, on the summed −ELBO (≈ 9e3 nats here)
-GRAD_RTOL = 1e-4     # max |g_c − g_e| / max |g_e| per parameter tensor
+GRAD_RTOL = 1e-5     # ‖g_c − g_e‖ / ‖g_e‖ over all parameters
 
 
 def _tiny_svg():
@@ -49,8 +49,12 @@ def _check_same(eager, comp):
     (le, ge, _), (lc, gc, graphs) = eager, comp
     for a, b in zip(le, lc):
         assert abs(a - b) <= ELBO_RTOL * abs(a), (le, lc)
-    for a, b in zip(ge, gc):
-        assert float((a - b).abs().max()) <= GRAD_RTOL * float(a.abs().max()) + 1e-12
+    # the whole gradient vector: biases just before a BatchNorm have rounding-only gradients
+    # (≈ 1e-4 of the others), so a per-tensor relative check would only measure rounding
+    ge, gc = torch.cat([g.flatten() for g in ge]), torch.cat([g.flatten() for g in gc])
+    rel = float((ge - gc).norm() / ge.norm())
+    print(f"gradient relative L2 difference {rel:.2e}")
+    assert rel <= GRAD_RTOL, rel
     return graphs
 
 
@@ -63,12 +67,22 @@ def test_compiled_step_equals_eager_and_never_recompiles():
     before = compiled.graph_count()
     eager = _steps(model_e, model_e, batches)
     graphs = _check_same(eager, _steps(model_c, compiled.compile_step(model_c, backend="aot_eager"), batches))
-    assert graphs[0] > before                        # it did compile (not a silent eager fallback)
+    assert graphs[0] == before + 1                   # it compiled, to ONE graph (the LSTMs inside it)
     assert graphs[1:] == [graphs[0]] * 4, graphs    # steps 2..5: no new graph, i.e. no recompilation
-    # the parameters moved identically too (5 Adam steps)
-    for a, b in zip(model_e.parameters(), model_c.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    assert not all(torch.equal(a, b) for a, b in zip(model_e.parameters(), _tiny_svg().parameters()))  # it trained
+    # the parameters moved the same way (5 Adam steps), except the biases of convolutions
+    # followed by BatchNorm: they do not change the output, their gradients are rounding
+    # only, and Adam (÷ √v) turns those into full-size steps in random directions
+    # (measured: ≤ 0.009 apart, every other parameter ≤ 2e-7).
+    free = {f"{n}.0.bias" for n, m in model_e.named_modules()
+            if isinstance(m, torch.nn.Sequential) and len(m) > 1 and isinstance(m[1], torch.nn.BatchNorm2d)}
+    assert len(free) >= 8
+    start = dict(_tiny_svg().named_parameters())
+    moved = 0.0
+    for (name, a), b in zip(model_e.named_parameters(), model_c.parameters()):
+        if name not in free:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+            moved = max(moved, float((a - start[name]).abs().max()))
+    assert moved > 1e-3                                                      # it trained
 
 
 @pytest.mark.slow
@@ -100,7 +114,8 @@ def test_compile_setting_is_validated_and_auto_is_cuda_only():
 
 def test_trainer_compiles_when_asked(tmp_path, monkeypatch):
     """train.compile=true goes through the compiled step and trains the same as eager."""
-    monkeypatch.setattr(compiled, "compile_step", lambda m: torch.compile(m, backend="aot_eager", dynamic=False))
+    real = compiled.compile_step
+    monkeypatch.setattr(compiled, "compile_step", lambda m: real(m, backend="aot_eager"))
     torch._dynamo.reset()
     base = {
         "data": {"name": "shapes", "image_size": 16, "train_size": 16, "test_size": 8, "val_size": 8},

@@ -58,7 +58,9 @@ def _graphed_predict(model: VideoPredictor) -> Callable:
     shape), made once per model."""
     fn = _GRAPHED.get(model)
     if fn is None:
-        fn = _GRAPHED[model] = torch.compile(model.predict, mode="reduce-overhead", dynamic=False)
+        from seqvae.compiled import with_rnn
+
+        fn = _GRAPHED[model] = with_rnn(torch.compile(model.predict, mode="reduce-overhead", dynamic=False))
     return fn
 
 
