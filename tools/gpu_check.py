@@ -18,7 +18,7 @@ limit still leaves what it measured):
 * ``rollout``: predicted frames/s of planning batches (B×K×S rows, horizon 10) with the
   BAIR-size action-conditioned dcgan64 model, graph path and graph-free path.
 
-The dry run uses width 4, batch 2, horizon 3, and compiles with the ``aot_eager`` backend
+The dry run uses width 4, batch 2, 2 + 2 training frames, horizon 3, and compiles with the ``aot_eager`` backend
 (dynamo + AOT autograd without inductor's code generation, which costs minutes of CPU).
 """
 from __future__ import annotations
@@ -77,11 +77,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def svg_model(backbone: str, width: int, device: torch.device, actions: bool = False):
+def svg_model(backbone: str, width: int, device: torch.device, actions: bool = False, n_future: int = N_FUTURE):
     torch.manual_seed(0)
     cfg = SVGConfig(backbone=backbone, width=width, g_dim=128, z_dim=64, rnn_size=256, n_past=N_PAST,
-                    n_future=N_FUTURE, action_conditioned=actions)
-    spec = DataSpec(3, 64, 64, N_PAST + N_FUTURE, ACTION_DIM if actions else 0)
+                    n_future=n_future, action_conditioned=actions)
+    spec = DataSpec(3, 64, 64, N_PAST + n_future, ACTION_DIM if actions else 0)
     return build_svg(cfg, OptimalSigmaGaussian(), spec).to(device)
 
 
@@ -149,12 +149,12 @@ def bench_train(report: Report, cfg: dict, device: torch.device) -> None:
             continue
         try:
             torch._dynamo.reset()
-            model = svg_model(backbone, cfg["width"], device).train()
+            model = svg_model(backbone, cfg["width"], device, n_future=cfg["n_future"]).train()
             if device.type == "cuda" and cfg.get("channels_last"):
                 model = model.to(memory_format=torch.channels_last)
             dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
             step = train_step_fn(model, device, dtype, cfg["compile_backend"] if comp else None)
-            x = torch.rand(batch, N_PAST + N_FUTURE, 3, 64, 64, device=device)
+            x = torch.rand(batch, N_PAST + cfg["n_future"], 3, 64, 64, device=device)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
@@ -185,8 +185,8 @@ def count_flops(report: Report, cfg: dict, device: torch.device) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     batch = max(cfg["batches"])
-    model = svg_model("vgg64", cfg["width"], device).train()
-    x = torch.rand(batch, N_PAST + N_FUTURE, 3, 64, 64, device=device)
+    model = svg_model("vgg64", cfg["width"], device, n_future=cfg["n_future"]).train()
+    x = torch.rand(batch, N_PAST + cfg["n_future"], 3, 64, 64, device=device)
     with FlopCounterMode(display=False) as counter:
         model({"frames": x}).loss.backward()
     flops = counter.get_total_flops()
@@ -195,7 +195,7 @@ def count_flops(report: Report, cfg: dict, device: torch.device) -> None:
     timed = [r for r in report.data.get("train", []) if r["backbone"] == "vgg64" and r["batch"] == batch
              and r["precision"] == "bf16" and "steps_per_s" in r]
     best = max(timed, key=lambda r: r["steps_per_s"]) if timed else None
-    out = {"vgg64_batch": batch, "width": cfg["width"], "flops_fwd_bwd": flops, "tflop_per_step": round(flops / 1e12, 3),
+    out = {"vgg64_batch": batch, "width": cfg["width"], "frames": N_PAST + cfg["n_future"], "flops_fwd_bwd": flops, "tflop_per_step": round(flops / 1e12, 3),
            "assumed_bf16_peak_tflops": peak and peak / 1e12,
            "peak_source": "NVIDIA data sheet, dense bf16 (SXM); matched by name in the device name" if peak else
            "no peak known for this device", "best_bf16_step": best}
@@ -247,11 +247,11 @@ def bench_rollout(report: Report, cfg: dict, device: torch.device) -> None:
             report.save()
 
 
-GPU = dict(width=64, batches=[16, 64, 100], precisions=["bf16", "fp32"], compile=[False, True],
+GPU = dict(width=64, n_future=N_FUTURE, batches=[16, 64, 100], precisions=["bf16", "fp32"], compile=[False, True],
            compile_backend="inductor", compile_backbones=("vgg64", "dcgan64"), compile_precisions=("bf16", "fp32"), warmup=3, steps=15,
            compile_cost_s=60, min_left_s=20, horizon=10, plans=[(1, 1000, 1), (4, 200, 4)],
            rollout_warmup=2, rollout_repeats=5, channels_last=True, budget_s=450, tests_timeout_s=150)
-DRY = dict(width=4, batches=[2], precisions=["bf16", "fp32"], compile=[False, True],
+DRY = dict(width=4, n_future=2, batches=[2], precisions=["bf16", "fp32"], compile=[False, True],
            compile_backend="aot_eager", compile_backbones=("dcgan64",), compile_precisions=("fp32",), warmup=1, steps=2,
            compile_cost_s=5, min_left_s=2, horizon=3, plans=[(1, 8, 1), (2, 4, 2)],
            rollout_warmup=1, rollout_repeats=1, channels_last=False, budget_s=120, tests_timeout_s=60)
