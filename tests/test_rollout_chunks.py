@@ -54,3 +54,25 @@ def test_padded_chunks_equal_plain_slices():
     torch.testing.assert_close(padded.costs, plain.costs, rtol=0, atol=1e-5)
     assert float((plain.frames[:, 0] - plain.frames[:, 1]).abs().max()) > 1e-3   # the candidates differ
     assert torch.equal(torch.cat(seen[n_plain:]), torch.cat(seen[:n_plain]))      # same (b, k, s) rows, in order
+
+
+@pytest.mark.slow   # 34 s on the loaded 2-core machine (tracing the unrolled LSTMs)
+def test_predict_traces_to_one_graph_equal_to_eager():
+    """What the CUDA-graph path compiles (model.predict with explicit noise, LSTMs inside the
+    graph) traces without graph breaks and gives the eager frames; aot_eager on CPU stands in
+    for inductor + CUDA graphs, which only a GPU runs."""
+    from seqvae import compiled
+
+    model = tiny_svg()
+    ctx = torch.rand(8, N_CTX, 3, 64, 64, generator=gen(1))
+    actions = torch.randn(8, N_CTX + 2, A, generator=gen(2))
+    noise = torch.randn(8, N_CTX + 2, model.z_dim, generator=gen(3))
+    torch._dynamo.reset()
+    before = compiled.graph_count()
+    fn = compiled.with_rnn(torch.compile(model.predict, backend="aot_eager", dynamic=False))
+    want = model.predict(ctx, 3, actions, generator=None, noise=noise)
+    got = fn(ctx, 3, actions, generator=None, noise=noise)
+    again = fn(ctx, 3, actions, generator=None, noise=noise.flip(0))
+    assert compiled.graph_count() == before + 1                  # one graph, reused for new values
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert float((again - got).abs().max()) > 1e-3
