@@ -64,6 +64,7 @@ class TrainConfig:
     checkpoint_every: int = 500       # steps between checkpoints (the last step always writes one)
     threads: int = 0                  # torch CPU threads (0: chosen from measured step times, seqvae.threads)
     channels_last: bool = False       # channels_last memory format (pays on GPU convs)
+    compile: bool | None = None       # torch.compile the forward + loss (null: on for CUDA, off on CPU; seqvae.compiled)
     tensorboard: bool = False         # also log to TensorBoard when the package is installed
 
     def __post_init__(self) -> None:

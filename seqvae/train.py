@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from seqvae import amp, dist, run_folder
+from seqvae import amp, compiled, dist, run_folder
 from seqvae.build import build_data, build_model, load_weights
 from seqvae.checkpoint import load_checkpoint, save_checkpoint
 from seqvae.config import MODEL_SECTIONS, ConfigError, RunConfig, apply_overrides, config_changes, to_yaml
@@ -123,7 +123,9 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
     model = build_model(cfg, train_set.spec).to(device)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
+    # fused Adam: one kernel for all parameters (CUDA only; the CPU keeps the default implementation)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay,
+                                 fused=True if device.type == "cuda" else None)
     dtype = amp.resolve(tc.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     guard = UpdateGuard.from_config(tc, warn=dist.is_main())
@@ -137,6 +139,8 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
                 + "; a resumed run keeps its data shape: drop those overrides or train a new run in another train.out_dir")
         load_weights(model, payload["model"], run_dir / "checkpoint.pt", changes)
         optimizer.load_state_dict(payload["optimizer"])
+        for group in optimizer.param_groups:  # a checkpoint from another device type carries its own fused flag
+            group["fused"] = True if device.type == "cuda" else None
         scaler.load_state_dict(payload["scaler"])
         if "update_guard" in payload:  # absent in checkpoints written before the relative skip rule
             guard.load_state_dict(payload["update_guard"])
@@ -159,12 +163,15 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
         dist.barrier()
 
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    use_compile = compiled.resolve(tc.compile, device)
+    step_fn = compiled.compile_step(net) if use_compile else net   # forward + loss; the update stays eager
     batches = batch_stream(train_set, tc.batch_size, tc.seed, rank, world, tc.num_workers, start_step=step,
                            pin_memory=device.type == "cuda")
     log = MetricsLog(run_dir, tc.tensorboard) if dist.is_main() and not dry_run else None
     if log is not None:  # what this process actually runs with (auto settings resolved)
         atomic_write_text(run_dir / "run.json", json.dumps({
             "device": str(device), "precision": str(dtype or torch.float32).replace("torch.", ""), "world": world,
+            "compile": use_compile,
             "threads": "chosen per step from measured step times" if governor and len(governor.candidates) > 1
             else torch.get_num_threads(), "torch": torch.__version__, "resumed_at_step": step if payload is not None else None,
         }, indent=2) + "\n")
@@ -186,7 +193,7 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
             check_batch(model, batch["frames"])
             with governor.step() if governor is not None else contextlib.nullcontext():
                 with amp.autocast(device, dtype):
-                    out = net(batch)
+                    out = step_fn(batch)
                 loss = out.loss
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
@@ -335,6 +342,10 @@ def write_checkpoint(run_dir: Path, cfg: RunConfig, model, optimizer, scaler, st
 def check_config(cfg: RunConfig) -> None:
     """Cheap sanity checks before any work starts (single fields are checked by the config
     dataclasses themselves, e.g. :class:`~seqvae.config.TrainConfig`)."""
+    try:
+        compiled.resolve(cfg.train.compile, torch.device("cpu"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     try:
         UpdateGuard.from_config(cfg.train)
     except ValueError as err:

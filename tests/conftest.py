@@ -23,3 +23,13 @@ def one_thread():
     """Every test starts on one thread, whatever the previous test left behind."""
     torch.set_num_threads(1)
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip where no CUDA GPU is found."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none found)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -5,6 +5,7 @@ no-grad, eval-mode pass, with common random numbers across candidates (see
 :func:`rollout`)."""
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,46 @@ CostFn = Callable[[Tensor, Tensor], Tensor]
 
 DEFAULT_CPU_BUDGET = 2 << 30      # bytes of working memory for auto-chunking on CPU
 GPU_BUDGET_FRACTION = 0.5         # ... and this share of the free memory on a GPU
+# Chunk sizes of the CUDA-graph path: every chunk is padded up to one of these (powers of two:
+# the last chunk is padded by less than 2×), so a planner whose row count changes between
+# calls still compiles and replays at most len(CHUNK_BUCKETS) graphs.
+CHUNK_BUCKETS = tuple(2 ** i for i in range(3, 14))   # 8 .. 8192
+
+
+def plan_chunks(n_rows: int, max_batch: int, buckets: tuple[int, ...] = CHUNK_BUCKETS) -> list[tuple[int, int, int]]:
+    """Fixed-shape chunks for ``n_rows`` rows: ``(lo, hi, size)`` per chunk, rows ``lo..hi-1``
+    padded up to ``size`` rows.
+
+    The full chunk size is the largest bucket that fits ``max_batch`` (``max_batch`` itself
+    when it is below the smallest bucket); the last, partial chunk takes the smallest
+    bucket (not above the full size) that holds it. So the sizes come from a small fixed
+    set, whatever ``n_rows`` is, and the last chunk is padded by less than 2× its rows.
+    """
+    if n_rows < 0 or max_batch < 1:
+        raise ValueError(f"need n_rows >= 0 and max_batch >= 1, got {n_rows}, {max_batch}")
+    fitting = [b for b in sorted(buckets) if b <= max_batch]
+    full = fitting[-1] if fitting else max_batch
+    sizes = [b for b in sorted(buckets) if b <= full] or [full]
+    chunks = []
+    for lo in range(0, n_rows, full):
+        hi = min(n_rows, lo + full)
+        size = full if hi - lo == full else next((b for b in sizes if b >= hi - lo), full)
+        chunks.append((lo, hi, size))
+    return chunks
+
+
+_GRAPHED: "weakref.WeakKeyDictionary[VideoPredictor, Callable]" = weakref.WeakKeyDictionary()
+
+
+def _graphed_predict(model: VideoPredictor) -> Callable:
+    """``model.predict`` compiled with ``mode="reduce-overhead"`` (CUDA graphs, one per chunk
+    shape), made once per model."""
+    fn = _GRAPHED.get(model)
+    if fn is None:
+        from seqvae.compiled import with_rnn
+
+        fn = _GRAPHED[model] = with_rnn(torch.compile(model.predict, mode="reduce-overhead", dynamic=False))
+    return fn
 
 
 @dataclass
@@ -112,7 +153,8 @@ def _check_inputs(model: VideoPredictor, context: Tensor, actions: Tensor | None
 def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = None, num_samples: int = 1, *,
             generator: torch.Generator | None, horizon: int | None = None, context_actions: Tensor | None = None,
             cost_fn: CostFn | None = None, max_batch: int | None = None, return_frames: bool = True,
-            precision: str = "auto", memory_budget: int | None = None, noise: Tensor | None = None) -> RolloutResult:
+            precision: str = "auto", memory_budget: int | None = None, noise: Tensor | None = None,
+            cuda_graphs: bool | None = None) -> RolloutResult:
     """Sample ``num_samples`` futures for each of ``K`` candidate action sequences.
 
     Common random numbers
@@ -157,6 +199,12 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
         memory_budget: bytes for auto-chunking (default 2 GiB on CPU, half the free GPU memory).
         noise: the latent noise ``[B, S, n_ctx - 1 + horizon, z_dim]`` to use instead of drawing
             it from ``generator`` (e.g. one draw for many samples, rolled out in slices).
+        cuda_graphs: the fixed-shape path (None: on CUDA only): rows go in chunks padded to
+            :data:`CHUNK_BUCKETS` sizes (:func:`plan_chunks`; padding repeats the last row and
+            is dropped), and on CUDA ``model.predict`` runs compiled with
+            ``mode="reduce-overhead"`` (captured as CUDA graphs, one per chunk size). With
+            ``True`` on a CPU the same padded chunks run eagerly (how the padding is tested);
+            with ``False`` (the CPU default) chunks are plain slices, as before.
     Returns:
         :class:`RolloutResult` with ``frames [B, K, S, horizon, C, H, W]`` and ``costs [B, K, S]``.
     """
@@ -198,15 +246,29 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
     # Row r = ((b·K) + k)·S + s; rows are gathered per chunk (no B·K·S copies of the context).
     frames_out = torch.empty(n_rows, horizon, *frame_shape, device=device) if return_frames else None
     costs_out = torch.empty(n_rows, device=device) if cost_fn is not None else None
+    if cuda_graphs is None:
+        cuda_graphs = device.type == "cuda"
+    if cuda_graphs:
+        chunks = plan_chunks(n_rows, max_batch)
+        predict = _graphed_predict(model) if device.type == "cuda" else model.predict
+    else:  # the graph-free path: plain slices of max_batch rows
+        chunks = [(lo, min(n_rows, lo + max_batch), min(n_rows, lo + max_batch) - lo) for lo in range(0, n_rows, max_batch)]
+        predict = model.predict
     with eval_mode(model):
-        for lo in range(0, n_rows, max_batch):
-            rows = torch.arange(lo, min(n_rows, lo + max_batch), device=device)
-            bi, ki, si = rows // (k * s), (rows // s) % k, rows % s
+        for lo, hi, size in chunks:
+            rows = torch.arange(lo, hi, device=device)
+            padded = torch.cat([rows, rows[-1:].expand(size - rows.numel())]) if size > rows.numel() else rows
+            bi, ki, si = padded // (k * s), (padded // s) % k, padded % s
             chunk_actions = None if full_actions is None else full_actions[bi, ki]
             chunk_noise = None if noise is None else noise[bi, si]
+            if cuda_graphs and device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()   # the previous chunk's graph outputs are copied out
             with amp.autocast(device, dtype):
-                pred = model.predict(ctx[bi], horizon, chunk_actions, generator=generator, noise=chunk_noise)
-            pred = pred.float().clamp(0.0, 1.0)                                  # [n, horizon, C, H, W]
+                # with explicit noise the generator is not used; a graph gets no Generator object
+                pred = predict(ctx[bi], horizon, chunk_actions,
+                               generator=None if cuda_graphs and noise is not None else generator, noise=chunk_noise)
+            pred = pred[: rows.numel()].float().clamp(0.0, 1.0)                 # [n, horizon, C, H, W], a copy
+            bi, ki, si = bi[: rows.numel()], ki[: rows.numel()], si[: rows.numel()]
             if frames_out is not None:
                 frames_out[rows] = pred
             if costs_out is not None:
@@ -215,6 +277,7 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
                     got = tuple(c.shape) if isinstance(c, Tensor) else type(c).__name__
                     raise ValueError(f"cost_fn must return a tensor [n={rows.numel()}] (one cost per rollout), got {got}")
                 costs_out[rows] = c.float().to(device)
+            del pred
     frames = None
     if frames_out is not None:
         frames = rearrange(frames_out, "(b k s) t c h w -> b k s t c h w", b=b, k=k)
