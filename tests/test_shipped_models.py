@@ -28,7 +28,7 @@ def test_a_shipped_model_loads_from_its_own_config_and_has_a_card(name):
     card = (pretrained.HERE / info.card).read_text()
     figures = json.loads((pretrained.HERE / info.file.replace(".safetensors", ".figures.json")).read_text())
     assert f"`{name}`" in card and info.sha256 in card and str(figures["step"]) in card.replace(" ", "")
-    assert model.spec == build_data(cfg, "test").spec            # the config in the file builds this model
+    assert model.spec == build_data(cfg, "train").spec           # the config in the file builds this model
     assert (model.action_dim > 0) == (name == "pusher-actions")
 
 
