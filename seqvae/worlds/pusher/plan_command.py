@@ -86,9 +86,11 @@ def run(args: argparse.Namespace) -> dict:
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "plan", help="closed-loop CEM planning on the pushing world: random vs true simulator vs learned model",
-        description=__doc__.split("\n\n")[0])
+        description="The closed-loop pushing evaluation: random actions, CEM with the true simulator and CEM "
+                    "with a learned action-conditioned model on the same fixed episodes. Settings: a typed YAML "
+                    f"config (default {DEFAULT_CONFIG}) and dotted key=value overrides.")
     p.add_argument("config", nargs="?", default=None,
-                   help=f"YAML plan config (default {DEFAULT_CONFIG}); keys: checkpoint, out_dir, device, threads, "
+                   help=f"YAML plan config (default {DEFAULT_CONFIG}); keys: checkpoint, pretrained, out_dir, device, threads, "
                         "plan.{episodes, steps, replan_every, seed, methods, samples, cem.*, cost.*}")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. checkpoint=runs/x plan.episodes=10")
     p.set_defaults(func=run)
