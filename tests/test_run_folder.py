@@ -15,17 +15,13 @@ import yaml
 
 from seqvae.checkpoint import load_checkpoint
 from seqvae.cli import main as cli_main
+from tiny_runs import TINY_IMAGE_RUN
+
 from seqvae.config import ConfigError, RunConfig, apply_overrides
 from seqvae.train import train
 
 REPO = Path(__file__).resolve().parents[1]
-BASE = {
-    "data": {"name": "shapes", "image_size": 16, "train_size": 40, "test_size": 16, "val_size": 8},
-    "model": {"name": "conv_vae", "base_channels": 8, "latent_dim": 4},
-    "likelihood": {"name": "optimal_sigma"},
-    "train": {"steps": 6, "batch_size": 8, "lr": 1e-3, "log_every": 2, "eval_every": 3, "eval_batches": 1,
-              "image_every": 0, "checkpoint_every": 3},
-}
+BASE = TINY_IMAGE_RUN  # tests/tiny_runs.py
 
 
 def _cfg(run, *overrides):

@@ -12,18 +12,14 @@ from PIL import Image
 from seqvae.build import build_model, load_model
 from seqvae.checkpoint import CheckpointError, load_checkpoint
 from seqvae.cli import main as cli_main
+from tiny_runs import TINY_IMAGE_RUN
+
 from seqvae.config import ConfigError, RunConfig, apply_overrides
 from seqvae.data.spec import DataSpec
 from seqvae.train import RunFolderError, train
 from seqvae.update_guard import UpdatesSkippedError
 
-BASE = {
-    "data": {"name": "shapes", "image_size": 16, "train_size": 40, "test_size": 16, "val_size": 8},
-    "model": {"name": "conv_vae", "base_channels": 8, "latent_dim": 4},
-    "likelihood": {"name": "optimal_sigma"},
-    "train": {"steps": 6, "batch_size": 8, "lr": 1e-3, "log_every": 2, "eval_every": 3, "eval_batches": 1,
-              "image_every": 0, "checkpoint_every": 3},
-}
+BASE = TINY_IMAGE_RUN  # tests/tiny_runs.py
 
 
 def _cfg(tmp_path, name, *overrides):
