@@ -11,7 +11,7 @@ from seqvae.data.spec import batch_to_device
 from seqvae.evaluation.curves import best_of_n
 from seqvae.evaluation.video import evaluate_video
 
-STEPS = 400
+STEPS = 300
 
 RAW = {
     "data": {"name": "pusher", "seq_len": 8, "eval_seq_len": 8, "action_conditioned": False, "num_objects": 1,

@@ -174,10 +174,10 @@ print(int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].spl
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak RSS from /proc")
 def test_evaluation_memory_does_not_grow_with_the_number_of_samples():
-    """8 vs 192 samples of 4 sequences × 10 frames: all samples at once would hold 192 × 2 MB of
+    """8 vs 128 samples of 4 sequences × 10 frames: all samples at once would hold 128 × 2 MB of
     frames (×19 with the old float64 copies); streamed in chunks of 4 the peak stays put (the
     allocator's noise is a few tens of MB)."""
     env = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     peaks = [int(subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(n)], capture_output=True, text=True,
-                                check=True, env=env).stdout.split()[-1]) for n in (8, 192)]
-    assert peaks[1] - peaks[0] < 100, f"peak RSS {peaks[0]} MB with 8 samples, {peaks[1]} MB with 192"
+                                check=True, env=env).stdout.split()[-1]) for n in (8, 128)]
+    assert peaks[1] - peaks[0] < 100, f"peak RSS {peaks[0]} MB with 8 samples, {peaks[1]} MB with 128"

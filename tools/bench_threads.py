@@ -2,13 +2,15 @@
 """Training throughput under each thread policy with 0, 1, 2 competing busy processes.
 
     python tools/bench_threads.py                 # demo config, 40 s per cell
-    python tools/bench_threads.py --seconds 15 --policies default,one,auto
+    python tools/bench_threads.py --seconds 15 --policies default,one,auto --repeats 3
 
 Each cell runs in a fresh process (OpenMP reads its settings when torch loads): it builds
 the demo config's model (``configs/demo/svg.yaml``, bf16 where the CPU has it), warms up,
 then times training steps (forward + backward + Adam, the trainer's own step) for
 ``--seconds`` while ``k`` busy-loop processes compete for the cores. Prints steps/s and
-the ratio to the same policy's idle figure and to the best idle figure.
+the ratio to the same policy's idle figure and to the best idle figure. With ``--repeats
+R`` the whole grid is run R times in rounds (policies interleaved, so a slow minute on a
+shared machine hits every policy alike) and each cell reports the median of its rounds.
 
 Policies:
   default  torch's defaults (threads = cores, OpenMP's default wait policy)
@@ -23,6 +25,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -94,16 +97,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0, help="timed training per cell")
     parser.add_argument("--policies", default="default,one,passive,auto")
     parser.add_argument("--competitors", default="0,1,2")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of the whole grid; cells report the median")
     args = parser.parse_args()
     policies = args.policies.split(",")
     loads = [int(x) for x in args.competitors.split(",")]
-    print(f"{os.cpu_count()} CPUs, affinity {len(os.sched_getaffinity(0))}; {args.seconds:g} s per cell")
-    results: dict[tuple[str, int], dict] = {}
-    for k in loads:
-        for policy in policies:
-            results[policy, k] = cell(policy, k, args.seconds)
-            print(f"  {policy:8s} {k} busy: {results[policy, k]['steps_per_s']:.2f} steps/s "
-                  f"({results[policy, k]['threads']} threads)", flush=True)
+    print(f"{os.cpu_count()} CPUs, affinity {len(os.sched_getaffinity(0))}; {args.seconds:g} s per cell, "
+          f"{args.repeats} round(s)")
+    rounds: dict[tuple[str, int], list[dict]] = {}
+    for r in range(args.repeats):
+        for k in loads:
+            for policy in policies:
+                res = cell(policy, k, args.seconds)
+                rounds.setdefault((policy, k), []).append(res)
+                print(f"  round {r + 1}: {policy:8s} {k} busy: {res['steps_per_s']:.2f} steps/s "
+                      f"({res['threads']} threads)", flush=True)
+    results = {key: {"steps_per_s": statistics.median(x["steps_per_s"] for x in runs),
+                     "threads": "/".join(sorted({str(x["threads"]) for x in runs}))}
+               for key, runs in rounds.items()}
     best_idle = max(results[p, 0]["steps_per_s"] for p in policies) if 0 in loads else float("nan")
     print("\n| policy | threads | " + " | ".join(f"{k} busy: steps/s (vs own idle)" for k in loads)
           + " | idle vs best idle |")

@@ -17,7 +17,8 @@ nothing was tuned on these). Figures:
   20 predicted frames, and the same object-motion figures.
 
 ``--write-card-figures`` stores them as ``seqvae/pretrained/<file>.figures.json`` for the
-model card and the demo.
+demo and rewrites the "Held-out figures" section of the model card (``<file>.md``, from that
+heading to the end) from them; the rest of the card is written by hand.
 """
 from __future__ import annotations
 
@@ -73,6 +74,45 @@ def planning(model, cfg, episodes: int, seed: int, out_dir: Path | None) -> dict
                         for name, s in result["methods"].items()}}
 
 
+CARD_SECTION = "## Held-out figures"
+
+
+def card_section(name: str, figures: dict, command: str) -> str:
+    """The model card's held-out figures section, rendered from ``figures``."""
+    m = figures["motion"]
+    lines = [CARD_SECTION, "",
+             f"`{command}` on the test split (item seeds of split `{figures['test_split']}`, data seed "
+             f"{figures['data_seed']}; nothing was tuned on it), step {figures['step']}, {m['sequences']} sequences, "
+             f"{m['samples']} samples each, {m['predicted_frames']} predicted frames"
+             + (" under the true actions:" if "planning" in figures else ":"), "",
+             "| figure | value |", "|---|---:|",
+             f"| best of {m['samples']} PSNR / SSIM | {m['psnr_best']:.2f} dB / {m['ssim_best']:.3f} |",
+             f"| copy last context frame PSNR / SSIM | {m['psnr_copy_last']:.2f} dB / {m['ssim_copy_last']:.3f} |",
+             f"| objects that move (> 0.15 table units) | {m['moving_objects']} of {m['objects']}, true travel "
+             f"{m['true_travel']:.3f} |",
+             f"| predicted travel (mean over samples) | {m['predicted_travel']:.3f} ({m['travel_ratio']:.0%} of the "
+             "truth) |",
+             f"| best sample's final object error vs staying put | {m['best_final_error']:.3f} vs "
+             f"{m['stay_put_error']:.3f} ({m['error_ratio']:.0%}) |",
+             f"| colour tracker's own error on true frames | {m['tracker_floor']:.3f} |"]
+    if "planning" in figures:
+        p = figures["planning"]
+        lines += ["", f"Closed-loop planning, {p['episodes']} episodes from seed {p['seed']} (held out), "
+                      f"{p['settings']}; success = object 0 within {p['threshold']:.2f} of the goal; mean start "
+                      f"distance {p['mean_start_distance']:.3f}:", "",
+                  "| method | success | mean final distance | s / episode |", "|---|---:|---:|---:|"]
+        for method, r in p["methods"].items():
+            lines.append(f"| {method} | {r['success_rate']:.0%} | {r['mean_final_distance']:.3f} | "
+                         f"{r['seconds_per_episode']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def rewrite_card(card: Path, section: str) -> None:
+    text = card.read_text(encoding="utf-8")
+    head = text.split(CARD_SECTION, 1)[0] if CARD_SECTION in text else text.rstrip("\n") + "\n\n"
+    atomic_write_text(card, head + section)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", nargs="?", default="", help="a run folder or checkpoint (or --pretrained)")
@@ -109,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         entry = pretrained.info(args.pretrained)
         path = pretrained.HERE / entry.file.replace(".safetensors", ".figures.json")
         atomic_write_text(path, json.dumps(figures, indent=2) + "\n")
-        print(f"wrote {path}")
+        command = f"python tools/evaluate_pretrained.py --pretrained {args.pretrained}"
+        if conditioned and args.episodes != 50:
+            command += f" --episodes {args.episodes}"
+        rewrite_card(pretrained.HERE / entry.card, card_section(args.pretrained, figures, command))
+        print(f"wrote {path} and the figures of {pretrained.HERE / entry.card}")
     return 0
 
 
