@@ -100,6 +100,7 @@ def test_protocol_runs_give_the_stated_frame_and_sample_counts(run, tmp_path, mo
     assert res["fvd_samples_per_clip"] == 1 and "lpips_mean" in res
     assert {s[1] for s in StubEmbedder.shapes} == {30}                       # context + 28 predicted, real and fake
     assert sum(s[0] for s in StubEmbedder.shapes) == 12                     # 4 true, 4 copy-last, 4 sampled clips
+    assert res["fvd_embedded_clips"] == 12 and res["fvd_embed_seconds"] > 0  # the FVD cost is recorded
     assert "fvd_copy_last" in res
     rows = (folder / "curves.csv").read_text().splitlines()
     assert rows[1].split(",")[0] == "3" and rows[-1].split(",")[0] == "30"  # frames 3 … 30 of the video
@@ -114,6 +115,7 @@ def test_protocol_runs_give_the_stated_frame_and_sample_counts(run, tmp_path, mo
     assert (res["counts_context_frames"], res["counts_predicted_frames"], res["counts_samples"]) == (1, 15, 3)
     assert res["fvd_samples_per_clip"] == 3 and res["fvd_frames"] == 16 and "fvd_std" in res and "fvd_pooled" in res
     assert {s[1] for s in StubEmbedder.shapes} == {16} and not (folder / "curves.csv").exists()
+    assert res["fvd_embedded_clips"] == 4 + 4 + 3 * 4                       # true, copy-last, 3 sample sets
     assert "psnr_mean" not in res                                            # FVD only
     # a protocol longer than the test sequences is a clear error, not a shorter evaluation
     code = cli_main(["eval", str(run), "data.eval_seq_len=12", "--protocol", "srvp", "--samples", "1",

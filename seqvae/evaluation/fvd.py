@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -228,6 +229,8 @@ class FVDMetric:
     ``compute_fvd.py`` does over its trials; ``fvd_pooled`` compares all k·N sampled clips
     with the N true ones at once. ``fvd_copy_last`` scores the copy-last-context-frame
     baseline the same way (its clips: the context, then the last context frame held).
+    ``fvd_embedded_clips`` and ``fvd_embed_seconds`` say how many clips went through I3D and
+    how long that took (the cost of FVD on this machine).
     """
 
     name = "fvd"
@@ -241,21 +244,29 @@ class FVDMetric:
         self.copy_last: list[Tensor] = []
         self.fake: dict[int, list[Tensor]] = {}
         self.frames = 0
+        self.embedded_clips, self.embed_seconds = 0, 0.0
+
+    def _embed(self, videos: Tensor) -> Tensor:
+        start = time.perf_counter()
+        features = self.embed(videos).float()
+        self.embed_seconds += time.perf_counter() - start
+        self.embedded_clips += videos.shape[0]
+        return features
 
     def start_batch(self, batch: dict[str, Tensor], n_ctx: int, n_future: int) -> None:
         frames = batch["frames"]
         self.context = frames[:, :n_ctx] if self.include_context else frames[:, :0]
         first = 0 if self.include_context else n_ctx
-        self.real.append(self.embed(frames[:, first:n_ctx + n_future]).float())
+        self.real.append(self._embed(frames[:, first:n_ctx + n_future]))
         self.frames = self.context.shape[1] + n_future
         if self.baseline:
             held = frames[:, n_ctx - 1:n_ctx].expand(-1, n_future, -1, -1, -1)
-            self.copy_last.append(self.embed(torch.cat([self.context, held], 1)).float())
+            self.copy_last.append(self._embed(torch.cat([self.context, held], 1)))
 
     def update(self, samples: Tensor, first: int) -> None:
         for i in range(min(samples.shape[0], self.samples - first)):
             video = torch.cat([self.context.float(), samples[i]], 1)
-            self.fake.setdefault(first + i, []).append(self.embed(video).float())
+            self.fake.setdefault(first + i, []).append(self._embed(video))
 
     def end_batch(self) -> None:
         pass
@@ -268,7 +279,8 @@ class FVDMetric:
         per_set = np.array([fvd_from_features(f, real) for f in fakes])
         out: dict[str, float | int | bool] = {
             "fvd": float(per_set.mean()), "fvd_clips": int(real.shape[0]), "fvd_samples_per_clip": len(fakes),
-            "fvd_frames": self.frames, "fvd_context_included": self.include_context}
+            "fvd_frames": self.frames, "fvd_context_included": self.include_context,
+            "fvd_embedded_clips": self.embedded_clips, "fvd_embed_seconds": self.embed_seconds}
         if len(fakes) > 1:
             out["fvd_std"] = float(per_set.std())
             out["fvd_pooled"] = fvd_from_features(torch.cat(fakes), real)
@@ -282,4 +294,5 @@ class FVDMetric:
             if "fvd_std" in s else ""
         context = "context + predicted" if s["fvd_context_included"] else "predicted"
         baseline = f"; copy last context frame: {s['fvd_copy_last']:.1f}" if "fvd_copy_last" in s else ""
-        return [f"FVD {s['fvd']:.1f}{spread}: {s['fvd_clips']} clips of {s['fvd_frames']} frames ({context}){baseline}"]
+        return [f"FVD {s['fvd']:.1f}{spread}: {s['fvd_clips']} clips of {s['fvd_frames']} frames ({context}){baseline}",
+                f"I3D embedded {s['fvd_embedded_clips']} clips in {s['fvd_embed_seconds']:.0f} s"]
