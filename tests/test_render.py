@@ -402,3 +402,30 @@ def test_render_names_the_wrong_inputs_people_give_it(tmp_path, capsys):
         assert main(["render", str(tmp_path / name), "--out", str(tmp_path / "x.png")]) == 2
         err = capsys.readouterr().err
         assert f"is {kind}" in err and "reads an .npz" in err and "allow_pickle" not in err, err
+
+
+def test_still_frame_tool_picks_the_frame_scales_and_never_overwrites(tmp_path: Path) -> None:
+    """tools/still_frame.py (the README's stills): frame k of an MP4 whose frames are solid
+    colours is that colour; --width averages down; an existing PNG needs --force."""
+    import subprocess
+    import sys
+
+    colours = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [220, 220, 40]], dtype=np.uint8)
+    video = np.broadcast_to(colours[:, None, None, :], (4, 64, 96, 3)).copy()
+    render.write_mp4(tmp_path / "v.mp4", video)
+    root = Path(__file__).resolve().parents[1]
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(root / "tools" / "still_frame.py"), str(tmp_path / "v.mp4"), *args],
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)})
+
+    assert run("--frame", "2", "--out", str(tmp_path / "s.png")).returncode == 0
+    still = np.asarray(Image.open(tmp_path / "s.png").convert("RGB")).astype(float)
+    assert still.shape == (64, 96, 3) and np.abs(still.mean(axis=(0, 1)) - colours[2]).max() < 6
+    again = run("--frame", "-1", "--out", str(tmp_path / "s.png"), "--width", "48")
+    assert again.returncode == 2 and "--force" in again.stderr and "Traceback" not in again.stderr
+    assert run("--frame", "-1", "--out", str(tmp_path / "s.png"), "--width", "48", "--force").returncode == 0
+    small = np.asarray(Image.open(tmp_path / "s.png").convert("RGB")).astype(float)
+    assert small.shape == (32, 48, 3) and np.abs(small.mean(axis=(0, 1)) - colours[3]).max() < 6
+    outside = run("--frame", "9", "--out", str(tmp_path / "t.png"))
+    assert outside.returncode == 2 and "4 frames" in outside.stderr and not (tmp_path / "t.png").exists()
