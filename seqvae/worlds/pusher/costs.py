@@ -24,9 +24,12 @@ class PushCostConfig:
                                       # frame has lost against the latest observation (objects do not
                                       # vanish: a plan whose predicted future loses the object — hidden
                                       # under the arm, smeared by the model — is not to be trusted)
-    gripper_source: str = "frames"    # learned model: where the gripper of the shaping term comes from:
-                                      # "frames" (tracked in the predicted frames) or "kinematics" (the
-                                      # robot's own forward kinematics: observed position + Σ action · max_step)
+    gripper_source: str = "kinematics"  # learned model: where the gripper of the shaping term comes from:
+                                      # "kinematics" (the robot's own forward kinematics: observed position
+                                      # + Σ action · max_step) or "frames" (tracked in the predicted frames,
+                                      # where a blurred gripper is easily lost). Chosen on 6 episodes of seed
+                                      # 500 with the action model at step 7 500: success 1/6 vs 0/6, mean final
+                                      # distance 0.38 vs 0.56 (the held-out seed 1000 was not looked at)
 
     def __post_init__(self) -> None:
         if self.gripper_source not in ("frames", "kinematics"):

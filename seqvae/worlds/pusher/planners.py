@@ -74,9 +74,9 @@ class LearnedModel:
     (exactly what a still scene looks like). Costs are :func:`frame_pusher_cost` on the
     last predicted frame, averaged over ``samples`` futures per candidate (common random
     numbers across candidates, see :mod:`seqvae.control.rollout`). The object is always located in
-    the predicted frames; the gripper of the shaping term too, or, with
-    ``cost.gripper_source = "kinematics"``, it is dead-reckoned from its observed position
-    and the candidate's actions (what a robot knows of its own arm).
+    the predicted frames; the gripper of the shaping term is dead-reckoned from its observed
+    position and the candidate's actions (``cost.gripper_source = "kinematics"``, the default:
+    what a robot knows of its own arm) or, with ``"frames"``, located in the predicted frames too.
     """
 
     name = "learned"
