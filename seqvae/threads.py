@@ -45,6 +45,26 @@ def _cgroup_quota() -> float | None:
     return None
 
 
+def other_runnable_tasks(samples: int = 5, interval: float = 0.01) -> int | None:
+    """Runnable tasks on the machine besides this one (``procs_running`` of ``/proc/stat``,
+    the least of a few readings ``interval`` s apart, less the reading thread itself); None
+    where the kernel does not say."""
+    import time
+
+    counts = []
+    for i in range(samples):
+        try:
+            for line in Path("/proc/stat").read_text().splitlines():
+                if line.startswith("procs_running"):
+                    counts.append(int(line.split()[1]))
+                    break
+        except (OSError, ValueError, IndexError):
+            return None
+        if i + 1 < samples:
+            time.sleep(interval)
+    return max(0, min(counts) - 1) if counts else None
+
+
 def choose_threads(requested: int = 0, workers: int = 0) -> int:
     """Intra-op threads: ``requested`` when positive; else ``OMP_NUM_THREADS`` when the user
     set it; else the usable CPUs less one per DataLoader worker (at least 1)."""
@@ -86,14 +106,14 @@ class ThreadGovernor:
     """
 
     def __init__(self, candidates: list[int], window: int = 5, probe_steps: int = 3, interval: int = 100,
-                 max_interval: int = 6400, jump: float = 2.0, margin: float = 0.9) -> None:
+                 max_interval: int = 6400, jump: float = 2.0, margin: float = 0.9, start: int | None = None) -> None:
         import torch
 
         self.torch = torch
         self.candidates = sorted(set(candidates), reverse=True)
         self.window, self.probe_steps, self.base_interval = window, probe_steps, interval
         self.max_interval, self.jump, self.margin = max_interval, jump, margin
-        self.current = self.candidates[0]
+        self.current = start if start in self.candidates else self.candidates[0]
         self.times: dict[int, list[float]] = {n: [] for n in self.candidates}
         self.reference: float | None = None      # the current count's median when it was chosen
         self.interval = interval
@@ -107,11 +127,14 @@ class ThreadGovernor:
     @classmethod
     def for_this_process(cls, requested: int = 0, workers: int = 0, **kwargs) -> "ThreadGovernor":
         """Fixed at ``requested`` (or ``OMP_NUM_THREADS``) when given; else choosing between
-        the usable CPUs and 1."""
+        the usable CPUs and 1, starting with 1 when other tasks are runnable right now (so a
+        short loop on a busy machine does not spend its first steps collapsed)."""
         fixed = choose_threads(requested, 0) if requested > 0 or os.environ.get("OMP_NUM_THREADS") else 0
         if fixed:
             return cls([fixed], **kwargs)
-        return cls([usable_cpus(), 1], **kwargs)
+        cpus = usable_cpus()
+        others = other_runnable_tasks() if cpus > 1 else None
+        return cls([cpus, 1], start=1 if others else cpus, **kwargs)
 
     @property
     def active(self) -> int:
@@ -174,3 +197,18 @@ class ThreadGovernor:
         self.probe_left = self.probe_steps if self.probe else 0
         self.steps_since_probe = 0
         self.torch.set_num_threads(self.active)
+
+
+def loop_governor(device, requested: int = 0) -> ThreadGovernor | None:
+    """A :class:`ThreadGovernor` for a loop of similar steps on ``device`` (evaluation
+    batches, planning calls); None off the CPU."""
+    import torch
+
+    return ThreadGovernor.for_this_process(requested) if torch.device(device).type == "cpu" else None
+
+
+def governed(governor: ThreadGovernor | None):
+    """``governor.step()``, or a no-op context without a governor."""
+    import contextlib
+
+    return governor.step() if governor is not None else contextlib.nullcontext()

@@ -95,3 +95,17 @@ def test_evaluation_over_a_split_is_the_same_whatever_the_batching():
     assert a.moving >= 4 and a.predicted_displacement < 0.02 and abs(a.best_error - a.true_displacement) < 0.02
     with pytest.raises(ValueError, match="object_color"):
         evaluate_object_motion(CopyLastFrame(), [{"frames": torch.zeros(T, 3, 64, 64)}], device=cpu)
+
+
+def test_evaluation_batches_run_under_the_thread_governor(monkeypatch):
+    """Each evaluation batch is one governed step (seqvae.threads): CPU threads are chosen
+    from batch times, so evaluation keeps its speed on a shared machine."""
+    import seqvae.evaluation.video as video
+    from seqvae.threads import ThreadGovernor
+    from seqvae.worlds.pusher.motion import evaluate_object_motion
+
+    made = []
+    monkeypatch.setattr(video, "loop_governor", lambda device: made.append(ThreadGovernor([1])) or made[-1])
+    ds = PusherDataset(PusherDataConfig(seq_len=T, num_test=20), "test")
+    evaluate_object_motion(CopyLastFrame(), ds, n_samples=2, n_sequences=13, batch_size=3, device=torch.device("cpu"))
+    assert len(made) == 1 and made[0].steps == 5                 # ⌈13 / 3⌉ batches

@@ -195,16 +195,23 @@ def test_true_simulator_cem_beats_random_actions(tmp_path):
     assert read_video(tmp_path / "episode_000.mp4").shape[0] == cfg.steps + 1
 
 
-def test_frame_cost_path_with_a_perfect_video_model_pushes_objects():
+def test_frame_cost_path_with_a_perfect_video_model_pushes_objects(monkeypatch):
     """The learned-model path (rollouts of frames -> colour-tracker cost -> CEM) with the
     simulator's own rendered frames as the "model" reaches the goal: the frame-based cost
     is sound, so what a trained model lacks is in its predictions."""
     cfg = PlanEvalConfig(episodes=2, steps=36, replan_every=3, methods=("random", "sim_frames"), render_episodes=0,
                          cem=CEMConfig(iterations=2, candidates=50, elites=6, horizon=10))
+    import seqvae.worlds.pusher.planning_eval as planning_eval
+    from seqvae.threads import ThreadGovernor
+
+    made = []   # the video model's planning calls run under one thread governor (seqvae.threads)
+    monkeypatch.setattr(planning_eval, "loop_governor", lambda device, threads: made.append(ThreadGovernor([1]))
+                        or made[-1])
     results = evaluate_pusher(cfg, sim=SIM, log=lambda s: None)
     oracle, rnd = results["methods"]["sim_frames"], results["methods"]["random"]
     assert oracle["success_rate"] >= 0.5
     assert oracle["mean_final_distance"] < 0.4 * rnd["mean_final_distance"]
+    assert len(made) == 1 and made[0].steps == 2 * 36 // 3          # one per plan: 12 per episode
 
 
 def test_episodes_are_fixed_and_mpc_replans_on_schedule():

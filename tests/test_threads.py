@@ -80,3 +80,35 @@ def test_the_governor_sets_torch_threads_for_each_step():
         with governor.step() as n:
             seen.append((n, torch.get_num_threads()))
     assert all(n == t for n, t in seen) and {n for n, _ in seen} == {1, 2}
+
+
+def test_it_starts_with_one_thread_when_other_tasks_are_runnable(monkeypatch):
+    """A short loop (an evaluation, a few planning calls) on a busy machine should not spend
+    its first steps collapsed: the starting count follows the run queue, the probes the rest."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(threads, "other_runnable_tasks", lambda: 1)
+    assert ThreadGovernor.for_this_process().current == 1 and torch.get_num_threads() == 1
+    monkeypatch.setattr(threads, "other_runnable_tasks", lambda: 0)
+    assert ThreadGovernor.for_this_process().current == 2 and torch.get_num_threads() == 2
+    monkeypatch.setattr(threads, "other_runnable_tasks", lambda: None)      # unknown: all usable CPUs
+    assert ThreadGovernor.for_this_process().current == 2
+
+
+def test_the_run_queue_is_read_from_proc_stat():
+    import subprocess
+    import sys
+
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat here")
+    before = threads.other_runnable_tasks()
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        during = threads.other_runnable_tasks(samples=5, interval=0.02)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert before is not None and during is not None and during >= 1

@@ -31,6 +31,7 @@ from seqvae.evaluation.curves import save_curves
 from seqvae.evaluation.metrics import psnr, ssim
 from seqvae.io import to_uint8
 from seqvae.models.base import VideoPredictor, eval_mode
+from seqvae.threads import governed, loop_governor
 
 MAX_DB = 100.0                     # PSNR of (near-)identical frames is capped so that means stay finite
 SAMPLE_CHUNK_BYTES = 128 << 20     # predicted frames handed to the metrics at once (float32)
@@ -158,16 +159,19 @@ def run_video_metrics(model: VideoPredictor, dataset: Dataset, metrics: Sequence
         raise ValueError(f"need at least one sample and one sequence, got {n_samples} samples, {n_sequences} sequences")
     n_ctx, _ = _check_horizon(model, n_ctx, n_future)
     generator = torch.Generator(device=device).manual_seed(seed)
+    governor = loop_governor(device)   # CPU threads chosen from batch times (seqvae.threads)
     seen, horizon = 0, 0
     with eval_mode(model):
         for batch, horizon in eval_batches(model, dataset, n_sequences, batch_size, device, n_ctx, n_future, exact):
-            for metric in metrics:
-                metric.start_batch(batch, n_ctx, horizon)
-            for first, samples in future_chunks(model, batch, horizon, n_samples, generator, precision, n_ctx, chunk):
+            with governed(governor):
                 for metric in metrics:
-                    metric.update(samples, first)
-            for metric in metrics:
-                metric.end_batch()
+                    metric.start_batch(batch, n_ctx, horizon)
+                for first, samples in future_chunks(model, batch, horizon, n_samples, generator, precision, n_ctx,
+                                                    chunk):
+                    for metric in metrics:
+                        metric.update(samples, first)
+                for metric in metrics:
+                    metric.end_batch()
             seen += batch["frames"].shape[0]
     return {"sequences": seen, "samples": n_samples, "context_frames": n_ctx, "predicted_frames": horizon}
 

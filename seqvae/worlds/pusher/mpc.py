@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from seqvae.control.cem import CEMConfig, cem_plan
+from seqvae.threads import ThreadGovernor, governed
 from seqvae.worlds.pusher.planners import PlannerModel
 from seqvae.worlds.pusher.sim import PusherSim
 from seqvae.worlds.pusher.world import ACTION_DIM, PusherState
@@ -33,7 +34,8 @@ class EpisodeRecord:
 
 def run_mpc_episode(sim: PusherSim, state: PusherState, goal: Tensor, planner: PlannerModel | None,
                     cfg: CEMConfig, steps: int, replan_every: int = 1, generator: torch.Generator | None = None,
-                    record_plans: bool = False, episode_seed: int | None = None) -> EpisodeRecord:
+                    record_plans: bool = False, episode_seed: int | None = None,
+                    governor: ThreadGovernor | None = None) -> EpisodeRecord:
     """Run one episode of "push object 0 to the goal" in closed loop.
 
     Every ``replan_every`` steps CEM plans ``cfg.horizon`` actions with ``planner`` (warm
@@ -47,6 +49,8 @@ def run_mpc_episode(sim: PusherSim, state: PusherState, goal: Tensor, planner: P
         record_plans: keep each plan's predicted future (``planner.preview``) for rendering.
         episode_seed: seeds the planner model's own randomness (a learned model's latents;
             None: the backend's default seed).
+        governor: picks the CPU threads of each planning call from their times (see
+            :mod:`seqvae.threads`; share one across episodes).
     """
     if state.batch_size != 1:
         raise ValueError(f"run_mpc_episode runs one environment, got a batch of {state.batch_size}")
@@ -73,7 +77,8 @@ def run_mpc_episode(sim: PusherSim, state: PusherState, goal: Tensor, planner: P
                 init = None
                 if plan is not None:
                     init = torch.cat([plan[offset:], plan.new_zeros(offset, a_dim)])
-                plan, info = cem_plan(planner.costs, a_dim, cfg, generator, init_mean=init)
+                with governed(governor):
+                    plan, info = cem_plan(planner.costs, a_dim, cfg, generator, init_mean=init)
                 offset = 0
                 if record_plans:
                     record.plan_steps.append(t)

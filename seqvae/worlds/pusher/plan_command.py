@@ -32,7 +32,7 @@ class PlanCommandConfig:
     pretrained: str = ""               # ... or a shipped model (e.g. pusher-actions); neither: 'learned' is dropped
     out_dir: str = "runs/plan_pusher"  # results.md, results.json, config.yaml, episode_XXX.mp4
     device: str = DEFAULT_DEVICE
-    threads: int = 0                   # torch CPU threads (0: leave torch's default)
+    threads: int = 0                   # torch CPU threads (0: chosen from measured step times, seqvae.threads)
     plan: PlanEvalConfig = field(default_factory=PlanEvalConfig)
 
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> dict:
         sim = sim_for_model(run_cfg.data)
         print(f"learned model: {source}, step {payload['step']}")
     out_dir = Path(cfg.out_dir)
-    results = evaluate_pusher(cfg.plan, model=model, sim=sim, out_dir=out_dir)
+    results = evaluate_pusher(cfg.plan, model=model, sim=sim, out_dir=out_dir, threads=cfg.threads)
     results["command_config"] = json.loads(json.dumps(asdict(cfg)))
     if payload is not None:
         results["checkpoint"] = {"path": source, "step": payload["step"]}

@@ -16,6 +16,7 @@ from torch import Tensor
 from seqvae.control.cem import CEMConfig
 from seqvae.io import atomic_write_text, plain
 from seqvae.models.base import VideoPredictor
+from seqvae.threads import loop_governor
 from seqvae.worlds.pusher.costs import PushCostConfig
 from seqvae.worlds.pusher.dataset import PusherDataConfig
 from seqvae.worlds.pusher.episode_video import render_episode
@@ -69,7 +70,8 @@ def summarize(distances: Sequence[float], threshold: float) -> dict[str, float]:
 
 
 def evaluate_pusher(cfg: PlanEvalConfig, model: VideoPredictor | None = None, sim: PusherSim | None = None,
-                    out_dir: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                    out_dir: str | Path | None = None, log: Callable[[str], None] = print,
+                    threads: int = 0) -> dict[str, Any]:
     """Closed-loop "push object 0 to the goal" over ``cfg.episodes`` fixed episodes per method.
 
     Methods: ``random`` (uniform random actions), ``true_sim`` (CEM with the simulator as
@@ -78,7 +80,9 @@ def evaluate_pusher(cfg: PlanEvalConfig, model: VideoPredictor | None = None, si
     path with perfect predictions), ``learned`` (CEM with ``model``, an action-conditioned
     SVG trained on ``pusher``). Returns ``{"config", "threshold", "methods": {name: summary + per-episode
     final distances + seconds}}``; with ``out_dir`` also writes ``results.json``,
-    ``results.md`` and MP4s of the first ``cfg.render_episodes`` episodes.
+    ``results.md`` and MP4s of the first ``cfg.render_episodes`` episodes. On the CPU the
+    video models' planning calls run with threads chosen by a :class:`seqvae.threads.ThreadGovernor`
+    (``threads`` > 0 or ``OMP_NUM_THREADS`` fixes the count).
     """
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:
@@ -102,11 +106,14 @@ def evaluate_pusher(cfg: PlanEvalConfig, model: VideoPredictor | None = None, si
     records: dict[str, list[EpisodeRecord]] = {name: [] for name in cfg.methods}
     for name, backend in backends.items():
         finals, seconds = [], []
+        # video-model planning calls are seconds long and alike: CPU threads chosen from their times
+        governor = loop_governor(backend.device, threads) if isinstance(backend, LearnedModel) else None
         for i in range(cfg.episodes):
             state, goal = episode_start(sim, cfg.seed, i)
             gen = torch.Generator().manual_seed(cfg.seed * 7919 + i)
             rec = run_mpc_episode(sim, state, goal, backend, cfg.cem, cfg.steps, cfg.replan_every, gen,
-                                  record_plans=i < cfg.render_episodes, episode_seed=cfg.seed * 104_729 + i)
+                                  record_plans=i < cfg.render_episodes, episode_seed=cfg.seed * 104_729 + i,
+                                  governor=governor)
             finals.append(rec.final_distance)
             seconds.append(rec.seconds)
             if i < cfg.render_episodes:
