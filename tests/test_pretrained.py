@@ -88,3 +88,20 @@ def test_unknown_names_and_missing_files_are_clear_errors(shipped, tmp_path, cap
     assert main(["eval", "--pretrained", "nope"]) == 2
     assert "no pretrained model 'nope'" in capsys.readouterr().err
     assert main(["eval"]) == 2 and "either a checkpoint" in capsys.readouterr().err
+
+
+def test_eval_of_a_pretrained_model_takes_overrides_without_a_checkpoint(tmp_path, capsys):
+    """`seqvae eval --pretrained NAME key=value`: the first word is an override, not a checkpoint
+    (the action-free model is evaluated on 30-frame sequences for the svg protocol this way)."""
+    import json
+
+    from seqvae.cli import main
+
+    code = main(["eval", "--pretrained", "pusher", "data.eval_seq_len=30", "data.num_test=2", "--batches", "1",
+                 "--protocol", "svg", "--samples", "1", "--sequences", "1", "--no-fvd", "--no-lpips",
+                 "--out-dir", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    (folder,) = tmp_path.iterdir()
+    record = json.loads((folder / "eval.json").read_text())
+    assert record["overrides"] == ["data.eval_seq_len=30", "data.num_test=2"] and record["checkpoint"] is None
+    assert record["results"]["counts_predicted_frames"] == 28         # the protocol's 2 -> 28 on 30-frame sequences

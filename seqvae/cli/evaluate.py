@@ -88,6 +88,9 @@ def run(args: argparse.Namespace) -> None:
 
     device = torch.device(args.device)
     protocol = get_protocol(args.protocol)
+    if args.pretrained and args.checkpoint and "=" in str(args.checkpoint) and not Path(args.checkpoint).exists():
+        # `--pretrained NAME key=value`: there is no checkpoint, the first word is an override
+        args.overrides, args.checkpoint = [str(args.checkpoint), *args.overrides], None
     model, cfg, payload = load_model(model_source(args.checkpoint, args.pretrained), device, args.overrides)
     video = is_video_model(model)
     settings = video_settings(protocol, args, model) if video else None
