@@ -69,7 +69,7 @@ def planning(model, cfg, episodes: int, seed: int, out_dir: Path | None) -> dict
     result = evaluate_pusher(plan, model=model, sim=sim_for_model(cfg.data), out_dir=out_dir, log=lambda _: None)
     return {"episodes": episodes, "seed": seed, "threshold": result["threshold"],
             "mean_start_distance": result["mean_start_distance"],
-            "settings": "CEM 2 × 100 candidates, 10 elites, horizon 10, replan every 3 of 30 steps",
+            "settings": "CEM 2 × 100 candidates, 10 elites, horizon 10, replan every 3 of 30 steps, gripper from kinematics",
             "methods": {name: {k: s[k] for k in ("success_rate", "mean_final_distance", "seconds_per_episode")}
                         for name, s in result["methods"].items()}}
 
