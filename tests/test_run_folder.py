@@ -102,6 +102,7 @@ def test_second_signal_stops_at_once_and_copies_of_the_first_count_once(tmp_path
     from seqvae import interrupt
     from seqvae.interrupt import StopSignals, TrainingInterrupted
 
+    before = signal.getsignal(signal.SIGINT)   # default_int_handler; SIG_IGN when started in the background
     with StopSignals(tmp_path) as signals:
         signals.step = 4
         os.kill(os.getpid(), signal.SIGINT)
@@ -113,7 +114,7 @@ def test_second_signal_stops_at_once_and_copies_of_the_first_count_once(tmp_path
             time.sleep(1)   # the handler raises before this ends
     assert stop.value.exit_code == 130 and not stop.value.saved
     assert "stopped at once during step 5" in str(stop.value)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # restored
+    assert signal.getsignal(signal.SIGINT) is before                      # restored
 
 
 def test_second_signal_during_a_checkpoint_write_corrupts_nothing(tmp_path, monkeypatch):
@@ -122,6 +123,7 @@ def test_second_signal_during_a_checkpoint_write_corrupts_nothing(tmp_path, monk
 
     real_save = torch.save
     monkeypatch.setattr(interrupt, "REPEAT_WINDOW_S", 0.0)
+    before = signal.getsignal(signal.SIGINT)
 
     def save(obj, f, *args, **kwargs):
         if obj["step"] == 6:                     # Ctrl-C twice while step 6's checkpoint is half written
@@ -139,7 +141,7 @@ def test_second_signal_during_a_checkpoint_write_corrupts_nothing(tmp_path, monk
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "images", "metrics.jsonl",
                                                       "run.json"]       # no temporary file
     assert [r["step"] for r in _lines(run)] == [1, 2, 3, 4, 5, 6]       # every line whole
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before                      # restored
 
 
 def _children(pid):
