@@ -33,7 +33,6 @@ Run folder layout::
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import asdict
@@ -54,7 +53,7 @@ from seqvae.interrupt import StopSignals, TrainingInterrupted
 from seqvae.io import atomic_write_text
 from seqvae.progress import Progress
 from seqvae.run_folder import RunFolderError
-from seqvae.threads import ThreadGovernor
+from seqvae.threads import ThreadGovernor, governed
 from seqvae.train_figures import save_image_grids
 from seqvae.update_guard import UpdateGuard
 
@@ -191,7 +190,7 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
             signals.step = step
             batch = batch_to_device(next(batches), device)
             check_batch(model, batch["frames"])
-            with governor.step() if governor is not None else contextlib.nullcontext():
+            with governed(governor):
                 with amp.autocast(device, dtype):
                     out = step_fn(batch)
                 loss = out.loss

@@ -77,7 +77,7 @@ def planning(model, cfg, episodes: int, seed: int, out_dir: Path | None) -> dict
 CARD_SECTION = "## Held-out figures"
 
 
-def card_section(name: str, figures: dict, command: str) -> str:
+def card_section(figures: dict, command: str) -> str:
     """The model card's held-out figures section, rendered from ``figures``."""
     m = figures["motion"]
     lines = [CARD_SECTION, "",
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         command = f"python tools/evaluate_pretrained.py --pretrained {args.pretrained}"
         if conditioned and args.episodes != 50:
             command += f" --episodes {args.episodes}"
-        rewrite_card(pretrained.HERE / entry.card, card_section(args.pretrained, figures, command))
+        rewrite_card(pretrained.HERE / entry.card, card_section(figures, command))
         print(f"wrote {path} and the figures of {pretrained.HERE / entry.card}")
     return 0
 
