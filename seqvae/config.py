@@ -26,6 +26,7 @@ import yaml
 
 import seqvae.components  # noqa: F401  (registers every data set, model and head)
 from seqvae.io import atomic_write_text, plain
+from seqvae.lr_schedule import SCHEDULES as LR_SCHEDULES
 from seqvae.registry import DATASETS, LIKELIHOODS, MODELS, ComponentConfig
 
 
@@ -41,7 +42,12 @@ class TrainConfig:
     steps: int = 1000                 # optimizer steps in total
     time_limit_minutes: float = 0.0   # stop earlier once training has run this long (0: no limit); the stop is a normal end
     batch_size: int = 32              # per process (DDP: global batch = batch_size * world)
-    lr: float = 1e-3                  # Adam learning rate
+    lr: float = 1e-3                  # Adam learning rate (the peak of the schedule)
+    lr_schedule: str = "constant"     # constant | cosine (to lr * lr_final_fraction at train.steps); seqvae/lr_schedule.py
+    lr_warmup_steps: int = 0          # linear warm-up steps at the start (0: none)
+    lr_final_fraction: float = 0.1    # cosine: the last step's rate as a fraction of train.lr
+    init_from: str = ""               # start from these model weights (fresh optimizer, step 0): a checkpoint or run
+                                      # folder, an exported .safetensors file, or pretrained:NAME; the shapes must match
     beta1: float = 0.9                # Adam beta1
     beta2: float = 0.999              # Adam beta2
     weight_decay: float = 0.0
@@ -74,7 +80,7 @@ class TrainConfig:
         for key in ("steps", "batch_size", "log_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"train.{key} must be at least 1, got {getattr(self, key)}")
-        for key in ("time_limit_minutes", "weight_decay", "eval_every", "eval_batches", "image_every",
+        for key in ("time_limit_minutes", "weight_decay", "lr_warmup_steps", "eval_every", "eval_batches", "image_every",
                     "checkpoint_every", "num_workers", "threads"):
             if getattr(self, key) < 0:
                 raise ValueError(f"train.{key} must be 0 or more (0: {_ZERO_MEANS[key]}), got {getattr(self, key)}")
@@ -82,12 +88,18 @@ class TrainConfig:
             raise ValueError(f"train.lr must be positive, got {self.lr}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError(f"train.beta1 and train.beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not 0 <= self.lr_final_fraction <= 1:
+            raise ValueError(f"train.lr_final_fraction must be in [0, 1], got {self.lr_final_fraction}")
+        if not isinstance(self.init_from, str):
+            raise ValueError(f"train.init_from must be a path or pretrained:NAME, got {self.init_from!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_ZERO_MEANS = {"time_limit_minutes": "no limit", "weight_decay": "none", "eval_every": "only at the end",
+_ZERO_MEANS = {"time_limit_minutes": "no limit", "weight_decay": "none", "lr_warmup_steps": "no warm-up", "eval_every": "only at the end",
                "eval_batches": "the whole test split", "image_every": "only at the end",
                "checkpoint_every": "only at the end", "num_workers": "load in the main process",
                "threads": "chosen from measured step times"}

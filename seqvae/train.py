@@ -43,7 +43,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from seqvae import amp, compiled, dist, run_folder
-from seqvae.build import build_data, build_model, load_weights
+from seqvae.build import build_data, build_model, initial_weights, load_weights, weight_mismatch
 from seqvae.checkpoint import load_checkpoint, save_checkpoint
 from seqvae.config import MODEL_SECTIONS, ConfigError, RunConfig, apply_overrides, config_changes, to_yaml
 from seqvae.data.loader import batch_stream
@@ -51,6 +51,7 @@ from seqvae.data.spec import DataSpec, batch_to_device
 from seqvae.evaluation.elbo import check_batch, evaluate_elbo
 from seqvae.interrupt import StopSignals, TrainingInterrupted
 from seqvae.io import atomic_write_text
+from seqvae.lr_schedule import learning_rate
 from seqvae.progress import Progress
 from seqvae.run_folder import RunFolderError
 from seqvae.threads import ThreadGovernor, governed
@@ -149,6 +150,9 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
         if device.type == "cuda" and payload["rng"].get("cuda"):
             torch.cuda.set_rng_state(payload["rng"]["cuda"][min(rank, len(payload["rng"]["cuda"]) - 1)])
         dist.print0(f"resumed {run_dir} at step {step}")
+    elif tc.init_from:
+        initialize_from(model, tc.init_from, cfg)
+        dist.print0(f"model weights from {tc.init_from} (optimizer fresh, step 0)")
     if step >= tc.steps:
         if not dry_run and dist.is_main():   # e.g. a kill while the last step's figures were written
             for note in run_folder.clean(run_dir):
@@ -170,7 +174,7 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
     if log is not None:  # what this process actually runs with (auto settings resolved)
         atomic_write_text(run_dir / "run.json", json.dumps({
             "device": str(device), "precision": str(dtype or torch.float32).replace("torch.", ""), "world": world,
-            "compile": use_compile,
+            "compile": use_compile, "init_from": tc.init_from if payload is None else None,
             "threads": "chosen per step from measured step times" if governor and len(governor.candidates) > 1
             else torch.get_num_threads(), "torch": torch.__version__, "resumed_at_step": step if payload is not None else None,
         }, indent=2) + "\n")
@@ -200,6 +204,9 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
                                                            tc.grad_clip if tc.grad_clip > 0 else float("inf"))
                 ok = guard.check(grad_norm, step + 1)  # False: non-finite or a spike; counted, never silent
                 if ok:
+                    for group in optimizer.param_groups:
+                        group["lr"] = learning_rate(step, tc.lr, tc.steps, tc.lr_schedule, tc.lr_warmup_steps,
+                                                    tc.lr_final_fraction)
                     scaler.step(optimizer)
                 model.commit_step(ok)  # e.g. the optimal-σ EMA takes this batch's σ* only with an applied update
                 scaler.update()
@@ -259,6 +266,22 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
     bar.close()
     dist.barrier()
     return run_dir
+
+
+def initialize_from(model: torch.nn.Module, source: str, cfg: RunConfig) -> None:
+    """Load ``train.init_from``'s model weights into ``model`` (built from ``cfg``); a model
+    of another name or shape is a :class:`ConfigError` that says which."""
+    state, source_cfg = initial_weights(source)
+    for section in ("model", "likelihood"):
+        old, new = (source_cfg.get(section) or {}).get("name"), getattr(cfg, section).name
+        if old != new:
+            raise ConfigError(f"train.init_from={source} holds a {section} {old!r}, but this run trains {section} "
+                              f"{new!r}: start from weights of the same model, or drop train.init_from")
+    what = weight_mismatch(model, state)
+    if what:
+        raise ConfigError(f"train.init_from={source}: its weights do not fit the model this config builds ({what}); "
+                          "give the model section the sizes of the run the weights come from")
+    model.load_state_dict(state)
 
 
 def resumed_config(payload: dict[str, Any], cfg: RunConfig, overrides: list[str] | tuple[str, ...] | None,

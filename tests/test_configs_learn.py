@@ -114,6 +114,7 @@ def train_briefly(path: Path, tmp_path: Path, monkeypatch, steps: int, batch: in
         f"train.out_dir={tmp_path / 'run'}", f"train.steps={steps}", f"train.batch_size={batch}",
         "train.log_every=1", "train.eval_every=0", "train.eval_batches=1", "train.image_every=0",
         "train.checkpoint_every=0", "train.time_limit_minutes=0", "train.num_workers=0", "train.threads=0",
+        "train.init_from=",   # a fine-tune's starting run is not on a fresh machine; learning from scratch is checked
         *SMALL_REPO_DATA.get(raw.data.name, []),
     ]
     if fast:

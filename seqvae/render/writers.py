@@ -5,7 +5,6 @@ import math
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 from einops import rearrange, repeat
 from PIL import Image
@@ -34,6 +33,8 @@ def write_mp4(path: PathLike, video: ArrayLike, fps: float = 8, crf: int = MP4_C
     smooth content within a couple of grey levels; the file starts playing before it is
     fully downloaded (``+faststart``). Returns the path written.
     """
+    import av   # PyAV only where video is written or read: training and PNG figures do not need it
+
     video = as_viewer_video(video)
     rate = _check_fps(fps)
     t, h, w, _ = video.shape
@@ -176,6 +177,8 @@ def read_video(path: PathLike, max_frames: int | None = None) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no video file at {path}")
+    import av
+
     frames: list[np.ndarray] = []
     with av.open(str(path)) as container:
         if not container.streams.video:
