@@ -34,15 +34,17 @@ def test_a_shipped_model_loads_from_its_own_config_and_has_a_card(name):
 
 def test_the_shipped_action_model_moves_pushed_objects():
     """Stated floor: on 8 held-out test sequences (2 samples, all 28 predicted frames, true
-    actions) the objects that move are predicted to travel at least 30 % of their true
-    travel (the step-11 746 weights: 51 % at these settings, 46 % over the card's 64 × 16;
-    the step-5 000 interim weights measured 22 %, and a model that leaves the objects in
-    place, like the earlier 10-minute demo model, 4 %)."""
+    actions) the objects that move are predicted to travel at least 60 % of their true
+    travel, and the best sample ends at most half as far from the truth as staying put. The
+    shipped stage-2 weights: 90 % and 17 % at these settings (94 % and 16 % over the card's
+    64 × 16); the stage-1 weights shipped before them measured 51 % travel, the step-5 000
+    interim weights 22 %, and a model that leaves the objects in place, like the earlier
+    10-minute demo model, 4 %."""
     from seqvae.worlds.pusher.motion import evaluate_object_motion
 
     model, cfg = pretrained.load("pusher-actions")
     motion = evaluate_object_motion(model, build_data(cfg, "test"), n_samples=2, n_sequences=8,
                                     device=torch.device("cpu"))
     assert motion.moving >= 8
-    assert motion.predicted_displacement >= 0.30 * motion.true_displacement
-    assert motion.best_error < motion.true_displacement                  # closer than staying put
+    assert motion.predicted_displacement >= 0.60 * motion.true_displacement
+    assert motion.best_error <= 0.5 * motion.true_displacement          # well inside staying put

@@ -41,7 +41,11 @@ class _StackedLSTM(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             e = self.embed(x.float())                                   # [B, S, hidden]
             out, (h, c) = self.lstm(e, (state[0].float(), state[1].float()))
-        return out, (h, c)
+        # The shapes stated again: under torch.compile on CUDA, torch before 2.13 records the
+        # LSTM decomposition's h_n/c_n as [layers, 1, B, hidden] (pytorch/pytorch#185716), and a
+        # rollout that feeds the state back in then fails; at run time this reshape is a no-op.
+        shape = (self.num_layers, e.shape[0], self.hidden_size)
+        return out, (h.reshape(shape), c.reshape(shape))
 
 
 class LSTM(_StackedLSTM):
