@@ -87,6 +87,9 @@ def read_export(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
         name = str(source)[len(PRETRAINED_PREFIX):]
         entry = pretrained.info(name)
         return (*pretrained.read_weights(pretrained.HERE / entry.file, entry.sha256), name)
+    if not Path(source).is_file():
+        raise FileNotFoundError(f"no exported weights file at {source} (a .safetensors file written by "
+                                "tools/export_pretrained.py); check the path")
     return (*pretrained.read_weights(source), None)
 
 

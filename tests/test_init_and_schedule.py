@@ -77,6 +77,8 @@ def test_a_run_starts_from_the_given_weights_with_a_fresh_optimizer(tmp_path, so
         model, cfg, payload = load_model(first)
         path = tmp_path / "first.safetensors"
         pretrained.export(model, cfg, DataSpec(**payload["spec"]), payload["step"], path, dtype=torch.float32)
+        reloaded, _, meta = load_model(path)               # what `seqvae eval FILE.safetensors` loads
+        assert meta["step"] == 6 and _max_difference(reloaded.state_dict(), trained["model"]) == 0.0
     # one update at lr / 1000 (warm-up) moves no weight by more than ~1e-6 (Adam's first step is ~lr)
     second = train(_cfg(tmp_path, "second", f"train.init_from={path}", "train.steps=1", "train.lr_warmup_steps=1000"),
                    progress=False)
@@ -111,3 +113,5 @@ def test_weights_of_another_shape_or_model_are_clear_errors(tmp_path, capsys):
     code = cli_main(["train", "configs/demo/svg.yaml", f"train.out_dir={tmp_path / 'cli'}",
                      f"train.init_from={tmp_path / 'nowhere'}"])
     assert code == 2 and "no checkpoint at" in capsys.readouterr().err
+    code = cli_main(["eval", str(tmp_path / "missing.safetensors")])
+    assert code == 2 and "no exported weights file at" in capsys.readouterr().err
