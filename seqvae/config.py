@@ -80,8 +80,8 @@ class TrainConfig:
         for key in ("steps", "batch_size", "log_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"train.{key} must be at least 1, got {getattr(self, key)}")
-        for key in ("time_limit_minutes", "weight_decay", "lr_warmup_steps", "eval_every", "eval_batches", "image_every",
-                    "checkpoint_every", "num_workers", "threads"):
+        for key in ("time_limit_minutes", "weight_decay", "lr_warmup_steps", "eval_every", "eval_batches",
+                    "image_every", "checkpoint_every", "num_workers", "threads"):
             if getattr(self, key) < 0:
                 raise ValueError(f"train.{key} must be 0 or more (0: {_ZERO_MEANS[key]}), got {getattr(self, key)}")
         if not self.lr > 0:
@@ -99,8 +99,8 @@ class TrainConfig:
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_ZERO_MEANS = {"time_limit_minutes": "no limit", "weight_decay": "none", "lr_warmup_steps": "no warm-up", "eval_every": "only at the end",
-               "eval_batches": "the whole test split", "image_every": "only at the end",
+_ZERO_MEANS = {"time_limit_minutes": "no limit", "weight_decay": "none", "lr_warmup_steps": "no warm-up",
+               "eval_every": "only at the end", "eval_batches": "the whole test split", "image_every": "only at the end",
                "checkpoint_every": "only at the end", "num_workers": "load in the main process",
                "threads": "chosen from measured step times"}
 
