@@ -78,6 +78,12 @@ def _pretrained_names() -> list[str]:
 EXPORT_SUFFIX = ".safetensors"
 
 
+def is_export(source: str | Path) -> bool:
+    """Whether ``source`` names exported weights (``pretrained:NAME`` or a ``.safetensors`` file)
+    rather than a checkpoint or run folder."""
+    return str(source).startswith(PRETRAINED_PREFIX) or str(source).endswith(EXPORT_SUFFIX)
+
+
 def read_export(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str | None]:
     """Tensors, metadata and shipped name (None for a file) of ``pretrained:NAME`` (checked
     against the manifest) or of an exported ``.safetensors`` file (tools/export_pretrained.py)."""
@@ -96,7 +102,7 @@ def read_export(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
 def initial_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The model weights (float32) and config of ``train.init_from``: a checkpoint or run
     folder, an exported ``.safetensors`` file or ``pretrained:NAME``; nothing is unpickled."""
-    if str(source).startswith(PRETRAINED_PREFIX) or str(source).endswith(EXPORT_SUFFIX):
+    if is_export(source):
         tensors, meta, _ = read_export(source)
         return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, meta["config"]
     payload = load_checkpoint(source)
@@ -113,7 +119,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
     """
     from seqvae.config import apply_overrides
 
-    if str(path).startswith(PRETRAINED_PREFIX) or str(path).endswith(EXPORT_SUFFIX):
+    if is_export(path):
         from seqvae import pretrained
 
         tensors, meta, name = read_export(path)

@@ -26,18 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
 
-    import imageio.v3 as iio
     import torch
     import torch.nn.functional as F
 
-    from seqvae.io import atomic_path
+    from seqvae.render.writers import read_video, save_png
 
     out = Path(args.out)
     if out.exists() and not args.force:
         print(f"still_frame: error: {out} exists; pass --force to replace it", file=sys.stderr)
         return 2
     try:
-        frames = iio.imread(args.video, plugin="pyav")
+        frames = read_video(args.video)
     except (OSError, ValueError) as err:
         print(f"still_frame: error: cannot read video {args.video}: {err}", file=sys.stderr)
         return 2
@@ -52,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         frame = F.interpolate(x, size=(height, args.width), mode="area")[0].permute(1, 2, 0).round().clamp(0, 255)
         frame = frame.to(torch.uint8).numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        iio.imwrite(tmp, frame, extension=".png")
+    save_png(out, np.ascontiguousarray(frame))
     print(f"wrote {out} (frame {args.frame % len(frames)} of {len(frames)}, {frame.shape[1]}×{frame.shape[0]})")
     return 0
 
