@@ -234,6 +234,32 @@ def test_episodes_are_fixed_and_mpc_replans_on_schedule():
         run_mpc_episode(SIM, s1, g1, None, cfg, steps=3, replan_every=5)
 
 
+@pytest.mark.parametrize("end_aware", [False, True])
+def test_end_aware_plans_are_scored_where_the_episode_ends(end_aware):
+    """7 steps, horizon 4, replanning at steps 0, 3, 6: end-aware planning scores the plans
+    at step 6 on the one step left (the cost of where the object is when the episode ends),
+    otherwise on all 4; the plan's best cost is then the true cost after its first action."""
+    state, goal = episode_start(SIM, 0, 3)
+    seen = []
+
+    class Recording(TrueSimulatorModel):
+        def costs(self, actions):
+            seen.append(actions.shape[1])
+            return super().costs(actions)
+
+    cfg = CEMConfig(iterations=2, candidates=20, elites=4, horizon=4)
+    rec = run_mpc_episode(SIM, state, goal, Recording(SIM), cfg, steps=7, replan_every=3, generator=gen(),
+                          record_plans=True, end_aware=end_aware)
+    assert seen == [4] * 4 + ([1, 1] if end_aware else [4, 4])
+    grip, objs, _ = SIM.simulate(state, rec.actions[None])           # the executed episode, replayed
+    final_cost = float(pusher_object_cost(objs[:, -1, 0], goal[0], grip[:, -1], SIM.cfg)[0])
+    assert float(objs[0, -1, 0].sub(goal[0]).norm()) == pytest.approx(rec.final_distance, abs=1e-6)
+    if end_aware:
+        assert rec.plan_costs[-1] == pytest.approx(final_cost, abs=1e-5)
+    else:   # scored 4 steps ahead, 3 of them beyond the end of the episode
+        assert rec.plan_costs[-1] != pytest.approx(final_cost, abs=1e-5)
+
+
 def tiny_action_model():
     from torch import nn
 

@@ -35,7 +35,7 @@ class EpisodeRecord:
 def run_mpc_episode(sim: PusherSim, state: PusherState, goal: Tensor, planner: PlannerModel | None,
                     cfg: CEMConfig, steps: int, replan_every: int = 1, generator: torch.Generator | None = None,
                     record_plans: bool = False, episode_seed: int | None = None,
-                    governor: ThreadGovernor | None = None) -> EpisodeRecord:
+                    governor: ThreadGovernor | None = None, end_aware: bool = True) -> EpisodeRecord:
     """Run one episode of "push object 0 to the goal" in closed loop.
 
     Every ``replan_every`` steps CEM plans ``cfg.horizon`` actions with ``planner`` (warm
@@ -51,6 +51,12 @@ def run_mpc_episode(sim: PusherSim, state: PusherState, goal: Tensor, planner: P
             None: the backend's default seed).
         governor: picks the CPU threads of each planning call from their times (see
             :mod:`seqvae.threads`; share one across episodes).
+        end_aware: when fewer than ``cfg.horizon`` steps of the episode remain, plans are
+            scored on those steps only: the cost is read where the episode ends, not beyond
+            it (the later actions of the plan are never executed). Off: every plan is
+            scored ``cfg.horizon`` steps ahead, past the end of the episode, and a plan that
+            would reach the goal after the episode has ended looks as good as one that
+            reaches it in time.
     """
     if state.batch_size != 1:
         raise ValueError(f"run_mpc_episode runs one environment, got a batch of {state.batch_size}")
@@ -77,8 +83,13 @@ def run_mpc_episode(sim: PusherSim, state: PusherState, goal: Tensor, planner: P
                 init = None
                 if plan is not None:
                     init = torch.cat([plan[offset:], plan.new_zeros(offset, a_dim)])
+                remaining = steps - t
+                costs = planner.costs
+                if end_aware and remaining < cfg.horizon:
+                    def costs(actions: Tensor, n: int = remaining) -> Tensor:
+                        return planner.costs(actions[:, :n])
                 with governed(governor):
-                    plan, info = cem_plan(planner.costs, a_dim, cfg, generator, init_mean=init)
+                    plan, info = cem_plan(costs, a_dim, cfg, generator, init_mean=init)
                 offset = 0
                 if record_plans:
                     record.plan_steps.append(t)

@@ -91,6 +91,6 @@ def add_parser(subparsers: Any) -> None:
                     f"config (default {DEFAULT_CONFIG}) and dotted key=value overrides.")
     p.add_argument("config", nargs="?", default=None,
                    help=f"YAML plan config (default {DEFAULT_CONFIG}); keys: checkpoint, pretrained, out_dir, device, threads, "
-                        "plan.{episodes, steps, replan_every, seed, methods, samples, cem.*, cost.*}")
+                        "plan.{episodes, steps, replan_every, end_aware, seed, methods, samples, cem.*, cost.*}")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. checkpoint=runs/x plan.episodes=10")
     p.set_defaults(func=run)

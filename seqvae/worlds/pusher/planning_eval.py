@@ -52,6 +52,9 @@ class PlanEvalConfig:
     episodes: int = 50
     steps: int = 40                      # environment steps per episode
     replan_every: int = 1
+    end_aware: bool = True               # score plans where the episode ends when that comes before the horizon
+                                         # (validation, seed 500, 30 episodes, shipped model: learned 63 % vs 40 %,
+                                         # true simulator 93 % vs 83 %)
     seed: int = 0                        # episode i starts from (seed, i)
     success_threshold: float = 0.0       # final distance below this counts (0: one object radius)
     samples: int = 1                     # learned model: futures per candidate
@@ -113,7 +116,7 @@ def evaluate_pusher(cfg: PlanEvalConfig, model: VideoPredictor | None = None, si
             gen = torch.Generator().manual_seed(cfg.seed * 7919 + i)
             rec = run_mpc_episode(sim, state, goal, backend, cfg.cem, cfg.steps, cfg.replan_every, gen,
                                   record_plans=i < cfg.render_episodes, episode_seed=cfg.seed * 104_729 + i,
-                                  governor=governor)
+                                  governor=governor, end_aware=cfg.end_aware)
             finals.append(rec.final_distance)
             seconds.append(rec.seconds)
             if i < cfg.render_episodes:
