@@ -32,18 +32,10 @@ import torch
 
 from seqvae import pretrained
 from seqvae.build import build_data, load_model, model_source
-from seqvae.control.cem import CEMConfig
 from seqvae.evaluation.video import evaluate_video
 from seqvae.io import atomic_write_text
 from seqvae.worlds.pusher.motion import ObjectMotionMetric
-from seqvae.worlds.pusher.planning_eval import PlanEvalConfig, evaluate_pusher, sim_for_model
-
-# The planner settings of the figures (the README's planning table): CEM 2 × 100 candidates,
-# 10 elites, horizon 10, replanning every 3 of 30 steps, plans scored where the episode ends
-# once that is nearer than the horizon.
-PLAN = dict(steps=30, replan_every=3, end_aware=True, cem=CEMConfig(iterations=2, candidates=100, elites=10, horizon=10))
-PLAN_SETTINGS = ("CEM 2 × 100 candidates, 10 elites, horizon 10 (cut at the episode's end), replan every 3 of 30 steps, "
-                 "gripper from kinematics")
+from seqvae.worlds.pusher.planning_eval import CARD_PROTOCOL, card_plan_config, evaluate_pusher, sim_for_model
 
 
 def motion_and_frames(model, cfg, sequences: int, samples: int) -> dict:
@@ -67,12 +59,12 @@ def motion_and_frames(model, cfg, sequences: int, samples: int) -> dict:
 
 
 def planning(model, cfg, episodes: int, seed: int, out_dir: Path | None) -> dict:
-    plan = PlanEvalConfig(episodes=episodes, seed=seed, methods=("random", "true_sim", "learned"),
-                          render_episodes=3 if out_dir else 0, **PLAN)
+    plan = card_plan_config(episodes=episodes, seed=seed, methods=("random", "true_sim", "learned"),
+                            render_episodes=3 if out_dir else 0)
     result = evaluate_pusher(plan, model=model, sim=sim_for_model(cfg.data), out_dir=out_dir, log=lambda _: None)
     return {"episodes": episodes, "seed": seed, "threshold": result["threshold"],
             "mean_start_distance": result["mean_start_distance"],
-            "settings": PLAN_SETTINGS,
+            "settings": CARD_PROTOCOL,
             "methods": {name: {k: s[k] for k in ("success_rate", "mean_final_distance", "seconds_per_episode")}
                         for name, s in result["methods"].items()}}
 

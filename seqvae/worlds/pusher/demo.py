@@ -38,7 +38,7 @@ from seqvae.io import atomic_write_text
 from seqvae.registry import video_metrics_for
 from seqvae.render.report import training_curves, write_index
 from seqvae.train import train
-from seqvae.worlds.pusher.planning_eval import PlanEvalConfig, evaluate_pusher, sim_for_model
+from seqvae.worlds.pusher.planning_eval import card_plan_config, evaluate_pusher, sim_for_model
 
 DEMO_CONFIG = "configs/demo/svg.yaml"
 ACTION_FREE, ACTIONS = "pusher", "pusher-actions"      # the shipped models the demo shows
@@ -108,9 +108,7 @@ def action_video(model, cfg, out: Path, device: torch.device) -> Path:
 
 
 def planning_episodes(model, cfg, out_dir: Path, episodes: int) -> dict[str, Any]:
-    plan = PlanEvalConfig(episodes=episodes, steps=30, replan_every=3, seed=7, render_episodes=episodes,
-                          methods=("random", "true_sim", "learned"))
-    plan.cem.iterations, plan.cem.candidates, plan.cem.elites = 2, 100, 10
+    plan = card_plan_config(episodes=episodes, seed=7, render_episodes=episodes, methods=("random", "true_sim", "learned"))
     return evaluate_pusher(plan, model=model, sim=sim_for_model(cfg.data), out_dir=out_dir, log=lambda _: None)
 
 
