@@ -204,9 +204,9 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
                                                            tc.grad_clip if tc.grad_clip > 0 else float("inf"))
                 ok = guard.check(grad_norm, step + 1)  # False: non-finite or a spike; counted, never silent
                 if ok:
+                    rate = learning_rate(step, tc.lr, tc.steps, tc.lr_schedule, tc.lr_warmup_steps, tc.lr_final_fraction)
                     for group in optimizer.param_groups:
-                        group["lr"] = learning_rate(step, tc.lr, tc.steps, tc.lr_schedule, tc.lr_warmup_steps,
-                                                    tc.lr_final_fraction)
+                        group["lr"] = rate
                     scaler.step(optimizer)
                 model.commit_step(ok)  # e.g. the optimal-σ EMA takes this batch's σ* only with an applied update
                 scaler.update()

@@ -35,7 +35,7 @@ from seqvae.build import build_data, load_model, model_source
 from seqvae.evaluation.video import evaluate_video
 from seqvae.io import atomic_write_text
 from seqvae.worlds.pusher.motion import ObjectMotionMetric
-from seqvae.worlds.pusher.planning_eval import CARD_PROTOCOL, card_plan_config, evaluate_pusher, sim_for_model
+from seqvae.worlds.pusher.planning_eval import card_plan_config, describe_planner, evaluate_pusher, sim_for_model
 
 
 def motion_and_frames(model, cfg, sequences: int, samples: int) -> dict:
@@ -64,7 +64,7 @@ def planning(model, cfg, episodes: int, seed: int, out_dir: Path | None) -> dict
     result = evaluate_pusher(plan, model=model, sim=sim_for_model(cfg.data), out_dir=out_dir, log=lambda _: None)
     return {"episodes": episodes, "seed": seed, "threshold": result["threshold"],
             "mean_start_distance": result["mean_start_distance"],
-            "settings": CARD_PROTOCOL,
+            "settings": describe_planner(plan),
             "methods": {name: {k: s[k] for k in ("success_rate", "mean_final_distance", "seconds_per_episode")}
                         for name, s in result["methods"].items()}}
 

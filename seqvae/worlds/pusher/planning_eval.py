@@ -65,18 +65,21 @@ class PlanEvalConfig:
     cost: PushCostConfig = field(default_factory=PushCostConfig)
 
 
-# The planner settings of the shipped model's figures (its card, the README, the demo): CEM
-# 2 × 100 candidates, 10 elites, horizon 10 cut at the episode's end, replanning every 2 of 30
-# steps. Chosen on validation episodes (seed 500), not on the held-out seed 1000.
-CARD_PROTOCOL = "CEM 2 × 100 candidates, 10 elites, horizon 10 (cut at the episode's end), replan every 2 of 30 steps, " \
-                "gripper from kinematics"
-
-
 def card_plan_config(**settings: Any) -> PlanEvalConfig:
-    """A :class:`PlanEvalConfig` with the planner settings of the shipped model's figures
-    (:data:`CARD_PROTOCOL`); ``settings`` set the rest (episodes, seed, methods, ...)."""
+    """A :class:`PlanEvalConfig` with the planner settings of the shipped model's figures (its
+    card, the README, the demo): CEM 2 × 100 candidates, 10 elites, horizon 10 cut at the
+    episode's end, replanning every 2 of 30 steps; chosen on validation episodes (seed 500),
+    not on the held-out seed 1000. ``settings`` set the rest (episodes, seed, methods, ...)."""
     return PlanEvalConfig(steps=30, replan_every=2, end_aware=True,
                           cem=CEMConfig(iterations=2, candidates=100, elites=10, horizon=10), **settings)
+
+
+def describe_planner(cfg: PlanEvalConfig) -> str:
+    """The planner settings of ``cfg`` in words (as model cards state them)."""
+    c = cfg.cem
+    horizon = f"horizon {c.horizon}" + (" (cut at the episode's end)" if cfg.end_aware else "")
+    return (f"CEM {c.iterations} × {c.candidates} candidates, {c.elites} elites, {horizon}, "
+            f"replan every {cfg.replan_every} of {cfg.steps} steps, gripper from {cfg.cost.gripper_source}")
 
 
 def summarize(distances: Sequence[float], threshold: float) -> dict[str, float]:
