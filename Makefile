@@ -26,6 +26,7 @@ demo: $(STAMP)
 	$(VENV)/bin/seqvae demo
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 test-all: $(STAMP)

@@ -24,9 +24,8 @@ from typing import Any
 
 import yaml
 
-import seqvae.components  # noqa: F401  (registers every data set, model and head)
+from seqvae import components
 from seqvae.io import atomic_write_text, plain
-from seqvae.lr_schedule import SCHEDULES as LR_SCHEDULES
 from seqvae.registry import DATASETS, LIKELIHOODS, MODELS, ComponentConfig
 
 
@@ -34,16 +33,19 @@ class ConfigError(ValueError):
     """A config file or override is wrong; the message says what and how to fix it."""
 
 
+LR_SCHEDULES = ("constant", "cosine")   # train.lr_schedule (seqvae/training/lr_schedule.py)
+
+
 @dataclass
 class TrainConfig:
-    """Arguments of the one training loop (:mod:`seqvae.train`)."""
+    """Arguments of the one training loop (:mod:`seqvae.training`)."""
 
     out_dir: str = "runs/default"     # run folder: config.yaml, metrics.jsonl, checkpoints, grids
     steps: int = 1000                 # optimizer steps in total
     time_limit_minutes: float = 0.0   # stop earlier once training has run this long (0: no limit); the stop is a normal end
     batch_size: int = 32              # per process (DDP: global batch = batch_size * world)
     lr: float = 1e-3                  # Adam learning rate (the peak of the schedule)
-    lr_schedule: str = "constant"     # constant | cosine (to lr * lr_final_fraction at train.steps); seqvae/lr_schedule.py
+    lr_schedule: str = "constant"     # constant | cosine (to lr * lr_final_fraction at train.steps); seqvae/training/lr_schedule.py
     lr_warmup_steps: int = 0          # linear warm-up steps at the start (0: none)
     lr_final_fraction: float = 0.1    # cosine: the last step's rate as a fraction of train.lr
     init_from: str = ""               # start from these model weights (fresh optimizer, step 0): a checkpoint or run
@@ -196,6 +198,12 @@ def load_dataclass(config_class: type, path: str | Path | None, overrides: list[
     return _build(config_class, apply_overrides(raw, overrides), "")
 
 
+def build_section(config_class: type, raw: dict[str, Any], where: str) -> Any:
+    """One typed config section (e.g. a world's ``plan.cost``) from a mapping, checked like
+    a run config; ``where`` names the section in error messages."""
+    return _build(config_class, raw, where)
+
+
 def to_yaml(config: Any) -> str:
     """A config dataclass as YAML (what a run folder records)."""
     return yaml.safe_dump(plain(dataclasses.asdict(config)), sort_keys=False)
@@ -345,3 +353,6 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
     return value
+
+
+components.register_all()   # every data set, model, head and world registers itself (seqvae.components)

@@ -106,11 +106,22 @@ def video_metrics_for(data_name: str) -> list[Any]:
     return [factory() for factory in VIDEO_METRICS.get(data_name, [])]
 
 
-# Commands a world or data set adds to the ``seqvae`` command line: each entry registers
-# its sub-parser on an ``argparse`` subparsers object (``set_defaults(func=...)``).
-COMMANDS: list[Callable[[Any], None]] = []
+# Worlds that can be planned in (``seqvae plan world=NAME``): each entry is a
+# :class:`seqvae.control.environment.PlanningWorld` (environment, costs, data set name).
+WORLDS: dict[str, Any] = {}
 
 
-def register_command(add_parser: Callable[[Any], None]) -> None:
-    """Add a ``seqvae`` sub-command (see :mod:`seqvae.cli`)."""
-    COMMANDS.append(add_parser)
+def register_world(world: Any) -> None:
+    """Add a planning world (a :class:`~seqvae.control.environment.PlanningWorld`) under its name."""
+    if world.name in WORLDS:
+        raise ValueError(f"world {world.name!r} is registered twice")
+    WORLDS[world.name] = world
+
+
+def world(name: str) -> Any:
+    """The planning world ``name``; an unknown name is a ``ValueError`` naming the known ones."""
+    if name not in WORLDS:
+        close = difflib.get_close_matches(name, sorted(WORLDS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown world {name!r}.{hint} Known: {', '.join(sorted(WORLDS))}")
+    return WORLDS[name]

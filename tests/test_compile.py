@@ -16,7 +16,7 @@ from seqvae.config import ConfigError, RunConfig, apply_overrides
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.gaussian import OptimalSigmaGaussian
 from seqvae.models.svg import SVGConfig, build_svg
-from seqvae.train import train
+from seqvae.training import train
 
 ELBO_RTOL = 1e-5     # relative, on the summed −ELBO (≈ 9e3 nats here)
 GRAD_RTOL = 1e-5     # ‖g_c − g_e‖ / ‖g_e‖ over all parameters (aot_eager: 7e-7 measured; inductor 1e-4)

@@ -58,7 +58,7 @@ def test_every_shipped_plan_config_loads():
     of `seqvae plan` load as their typed config."""
     from pathlib import Path
 
-    from seqvae.worlds.pusher.plan_command import load_plan_config
+    from seqvae.cli.plan import load_plan_config
 
     configs = sorted((Path(__file__).parents[1] / "configs" / "plan").glob("*.yaml"))
     assert configs

@@ -21,7 +21,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-import seqvae.train as train_module
+import seqvae.training.session as train_module
+from seqvae.training import train
 from seqvae.checkpoint import load_checkpoint
 from seqvae.config import RunConfig
 from seqvae.data.images import _CHANNELS, _DEFAULT_SIZE, ShapesImages
@@ -129,7 +130,7 @@ def train_briefly(path: Path, tmp_path: Path, monkeypatch, steps: int, batch: in
 
     monkeypatch.setattr(train_module, "build_data", small_data)
     monkeypatch.setattr(train_module, "build_model", build_model)
-    run = train_module.train(cfg, progress=False)
+    run = train(cfg, progress=False)
     final = load_checkpoint(run / "checkpoint.pt")["model"]
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     return {"cfg": cfg, "initial": initial, "final": final,

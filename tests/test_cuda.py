@@ -17,13 +17,13 @@ import json
 import pytest
 import torch
 
-from seqvae.build import load_model
+from seqvae.loading import load_model
 from seqvae.config import RunConfig, apply_overrides
 from seqvae.control.rollout import rollout
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.gaussian import OptimalSigmaGaussian
 from seqvae.models.svg import SVGConfig, build_svg
-from seqvae.train import train
+from seqvae.training import train
 
 pytestmark = pytest.mark.cuda
 DEV = torch.device("cuda")

@@ -86,7 +86,7 @@ def test_seqvae_eval_on_a_video_checkpoint(tmp_path, capsys, monkeypatch):
 
     from seqvae.cli import main as cli_main
     from seqvae.config import apply_overrides
-    from seqvae.train import train
+    from seqvae.training import train
 
     raw = apply_overrides(RAW, [f"train.out_dir={tmp_path / 'run'}", "train.steps=3", "train.batch_size=4",
                                 "train.eval_batches=1", "train.image_every=0"])
@@ -98,7 +98,8 @@ def test_seqvae_eval_on_a_video_checkpoint(tmp_path, capsys, monkeypatch):
     assert f"evaluation written to {folder}" in capsys.readouterr().out
     result = json.loads((tmp_path / "eval.json").read_text())
     # the copy-last baseline is the PSNR of the last context frame against the 4 test sequences' futures
-    from seqvae.build import build_data, load_model
+    from seqvae.build import build_data
+    from seqvae.loading import load_model
     from seqvae.evaluation.metrics import psnr
 
     model, cfg, _ = load_model(tmp_path / "run")

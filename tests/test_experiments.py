@@ -218,7 +218,8 @@ def _analyze(argv: list[str]) -> dict:
 
 
 def test_analyze_command(sweep, tmp_path, capsys):
-    from seqvae.build import build_data, load_model
+    from seqvae.build import build_data
+    from seqvae.loading import load_model
     from seqvae.evaluation.metrics import MissingWeightsError
 
     run = sweep / "runs" / "beta_0.01"
@@ -257,7 +258,8 @@ def test_fid_plumbing_when_weights_exist(sweep, monkeypatch, capsys):
     """
     import seqvae.evaluation.fid
     from seqvae.evaluation.images import prior_samples, real_images, to_uint8
-    from seqvae.build import build_data, load_model
+    from seqvae.build import build_data
+    from seqvae.loading import load_model
 
     seen = []
 

@@ -1,5 +1,6 @@
-"""Planning: CEM, the pushing costs, the colour tracker, the MPC loop with the true
-simulator and with a (tiny, untrained) learned model, and the plan / render commands.
+"""Planning: CEM and MPPI, the pushing costs, the colour tracker, goal-image costs, the
+generic MPC loop and harness in the pushing world with the true simulator and with a
+(tiny, untrained) learned model, and the plan / render commands.
 
 The planner is tested apart from learning: CEM must solve a known quadratic and, with
 the true simulator as its model, push objects to their goals far better than random
@@ -13,20 +14,34 @@ import numpy as np
 import pytest
 import torch
 
+from seqvae import registry
 from seqvae.control.cem import CEMConfig, cem_plan
-from seqvae.control.costs import pixel_distance_to_goal
+from seqvae.control.costs import GoalImageCost, pixel_distance_to_goal
+from seqvae.control.harness import PlanEvalConfig, episode_seed, evaluate_planning
+from seqvae.control.mpc import run_episode
+from seqvae.control.mppi import MPPIConfig, mppi_plan
+from seqvae.control.optimizers import PlanOptimizer
+from seqvae.control.planner import VideoModelPlanner
 from seqvae.worlds.pusher.costs import PushCostConfig, frame_pusher_cost, gripper_kinematics, pusher_object_cost
-from seqvae.worlds.pusher.mpc import run_mpc_episode
-from seqvae.worlds.pusher.planners import LearnedModel, TrueSimulatorModel
-from seqvae.worlds.pusher.planning_eval import PlanEvalConfig, episode_start, evaluate_pusher
+from seqvae.worlds.pusher.planning import PusherEnv, PushTrackerCost, TrueSimulatorModel
 from seqvae.worlds.pusher.sim import PusherSim
 from seqvae.worlds.pusher.tracking import locate_color
 from seqvae.worlds.pusher.world import GRIPPER_INNER
 
 SIM = PusherSim()
 PIXEL = SIM.cfg.pixel  # one pixel in table units (2 / 64)
+WORLD = registry.world("pusher")
 
 
+def started(seed: int) -> PusherEnv:
+    """The pushing environment at the start of episode ``seed``."""
+    env = PusherEnv(SIM)
+    env.reset(seed)
+    return env
+
+
+def cem(**settings) -> PlanOptimizer:
+    return PlanOptimizer.choose("cem", CEMConfig(**settings))
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -85,6 +100,49 @@ def test_cem_config_and_cost_shape_errors():
         cem_plan(lambda a: a.sum((1, 2)), 2, CEMConfig(horizon=3), gen(), init_mean=torch.zeros(4, 2))
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mppi_step_is_the_closed_form_weighted_mean_and_iterations_converge(seed):
+    """For a quadratic cost c(a) = Σ w (a − t)², samples a ~ N(m, σ²) weighted by
+    exp(−c/λ) average to the product of the two Gaussians' means,
+    (m/σ² + 2wt/λ) / (1/σ² + 2w/λ): one MPPI step with many samples lands there (Monte
+    Carlo error aside). Iterated with a cooler temperature, the mean approaches t, and the
+    best cost falls; every sample stays in the box."""
+    target = torch.rand(4, 2, generator=gen(10 + seed)) * 1.6 - 0.8
+    weight = torch.tensor([1.0, 4.0])
+    seen = []
+
+    def costs(actions):
+        seen.append(actions.clone())
+        return (weight * (actions - target) ** 2).sum((1, 2))
+
+    sigma, lam = 0.3, 0.5
+    step = MPPIConfig(iterations=1, samples=20000, horizon=4, std=sigma, noise_smoothing=0.0, temperature=lam)
+    plan, info = mppi_plan(costs, 2, step, gen(seed))
+    k = 2 * weight / lam
+    torch.testing.assert_close(plan, k * target / (1 / sigma**2 + k), rtol=0, atol=0.04)
+    seen.clear()
+    iterated = MPPIConfig(iterations=10, horizon=4, std=sigma, noise_smoothing=0.0, temperature=0.05)
+    plan, info = mppi_plan(costs, 2, iterated, gen(seed))
+    assert (plan - target).abs().max() < min(0.2, 0.3 * float(target.abs().max()))
+    assert info.evaluations == 10 * 200 and len(seen) == 10 and all(x.shape == (200, 4, 2) for x in seen)
+    assert torch.cat(seen).abs().max() <= 1
+    assert info.best_per_iteration[-1] < 0.2 * info.best_per_iteration[0]
+    assert all(1 <= n <= 200 for n in info.effective_samples)
+
+    def lag_correlation(smoothing):
+        first = []
+        mppi_plan(lambda a: first.append(a) or a.sum((1, 2)) * 0, 1,
+                  MPPIConfig(horizon=6, noise_smoothing=smoothing, std=0.2), gen(3))
+        steps = first[0][1:, :, 0]                                                 # drop the mean's own row
+        return float(torch.corrcoef(torch.stack([steps[:, 2], steps[:, 3]]))[0, 1])
+
+    assert lag_correlation(0.8) > 0.5 and abs(lag_correlation(0.0)) < 0.2
+    with pytest.raises(ValueError, match="temperature"):
+        MPPIConfig(temperature=0)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        PlanOptimizer.choose("adam")
+
+
 # -------------------------------------------------------------------------- costs
 def test_pixel_distance_to_goal():
     frames = torch.rand(5, 3, 3, 8, 8, generator=gen(1))
@@ -95,6 +153,24 @@ def test_pixel_distance_to_goal():
     assert pixel_distance_to_goal(goal[None, None].expand(2, 3, 3, 8, 8), goal).abs().max() == 0
     with pytest.raises(ValueError, match="does not match"):
         pixel_distance_to_goal(frames, goal[:, :4])
+
+
+def test_goal_image_costs_are_zero_at_the_goal_and_rise_away_from_it():
+    """The pushing world's goal image puts object 0 on the goal (the tracker finds it there);
+    both goal-image costs are zero for that very frame and larger for the start frame."""
+    env = started(11)
+    goal_frame = env.goal_image()
+    found = locate_color(goal_frame[None], env.state.object_color[:, 0], 0.1, window=0.25)[0]
+    assert (found - env.goal[0]).norm() < 2 * PIXEL
+    for metric in ("mse", "ssim"):
+        cost = GoalImageCost(metric)
+        cost.reset(env)
+        frames = torch.stack([torch.stack([env.observe(), goal_frame]),
+                              torch.stack([goal_frame, env.observe()])]).float() / 255      # [2, T=2, C, H, W]
+        c = cost(frames, torch.zeros(2, 2, 2))           # [at the goal at the end, at the start at the end]
+        assert float(c[0]) == pytest.approx(0.0, abs=1e-6) and float(c[1]) > 1e-3, (metric, c)
+    with pytest.raises(ValueError, match="mse, ssim"):
+        GoalImageCost("l1")
 
 
 def test_color_tracker_finds_rendered_objects():
@@ -181,7 +257,7 @@ def test_true_simulator_cem_beats_random_actions(tmp_path):
     distance (random actions rarely even touch the object)."""
     cfg = PlanEvalConfig(episodes=4, steps=30, methods=("random", "true_sim"), render_episodes=1,
                          cem=CEMConfig(iterations=2, candidates=100, elites=10, horizon=8))
-    results = evaluate_pusher(cfg, sim=SIM, out_dir=tmp_path, log=lambda s: None)
+    results = evaluate_planning(WORLD, cfg, env=PusherEnv(SIM), out_dir=tmp_path, log=lambda s: None)
     rnd, cem = results["methods"]["random"], results["methods"]["true_sim"]
     assert cem["success_rate"] >= 0.75
     assert cem["mean_final_distance"] < 0.5 * rnd["mean_final_distance"]
@@ -189,7 +265,7 @@ def test_true_simulator_cem_beats_random_actions(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["methods"]["true_sim"]["final_distances"] == cem["final_distances"]
     table = (tmp_path / "results.md").read_text()
-    assert "CEM + true simulator" in table and "random actions" in table
+    assert "planner + true simulator" in table and "random actions" in table
     from seqvae.render import read_video
 
     assert read_video(tmp_path / "episode_000.mp4").shape[0] == cfg.steps + 1
@@ -201,13 +277,13 @@ def test_frame_cost_path_with_a_perfect_video_model_pushes_objects(monkeypatch):
     is sound, so what a trained model lacks is in its predictions."""
     cfg = PlanEvalConfig(episodes=2, steps=36, replan_every=3, methods=("random", "sim_frames"), render_episodes=0,
                          cem=CEMConfig(iterations=2, candidates=50, elites=6, horizon=10))
-    import seqvae.worlds.pusher.planning_eval as planning_eval
+    import seqvae.control.harness as harness
     from seqvae.threads import ThreadGovernor
 
     made = []   # the video model's planning calls run under one thread governor (seqvae.threads)
-    monkeypatch.setattr(planning_eval, "loop_governor", lambda device, threads: made.append(ThreadGovernor([1]))
+    monkeypatch.setattr(harness, "loop_governor", lambda device, threads: made.append(ThreadGovernor([1]))
                         or made[-1])
-    results = evaluate_pusher(cfg, sim=SIM, log=lambda s: None)
+    results = evaluate_planning(WORLD, cfg, env=PusherEnv(SIM), log=lambda s: None)
     oracle, rnd = results["methods"]["sim_frames"], results["methods"]["random"]
     assert oracle["success_rate"] >= 0.5
     assert oracle["mean_final_distance"] < 0.4 * rnd["mean_final_distance"]
@@ -215,14 +291,14 @@ def test_frame_cost_path_with_a_perfect_video_model_pushes_objects(monkeypatch):
 
 
 def test_episodes_are_fixed_and_mpc_replans_on_schedule():
-    s1, g1 = episode_start(SIM, 0, 3)
-    s2, g2 = episode_start(SIM, 0, 3)
-    torch.testing.assert_close(s1.object_pos, s2.object_pos, rtol=0, atol=0)
-    torch.testing.assert_close(g1, g2, rtol=0, atol=0)
-    assert not torch.equal(episode_start(SIM, 0, 4)[1], g1)
-    cfg = CEMConfig(iterations=1, candidates=20, elites=4, horizon=4)
-    rec = run_mpc_episode(SIM, s1, g1, TrueSimulatorModel(SIM), cfg, steps=7, replan_every=3, generator=gen(),
-                          record_plans=True)
+    env, again = started(episode_seed(0, 3)), started(episode_seed(0, 3))
+    torch.testing.assert_close(env.state.object_pos, again.state.object_pos, rtol=0, atol=0)
+    torch.testing.assert_close(env.goal, again.goal, rtol=0, atol=0)
+    assert not torch.equal(started(episode_seed(0, 4)).goal, env.goal)
+    s1, g1 = env.state.clone(), env.goal.clone()
+    optimizer = cem(iterations=1, candidates=20, elites=4, horizon=4)
+    rec = run_episode(env, TrueSimulatorModel(env), optimizer, steps=7, replan_every=3, generator=gen(),
+                      record_plans=True)
     assert rec.plan_steps == [0, 3, 6]
     assert rec.frames.shape == (8, 3, 64, 64) and rec.frames.dtype == torch.uint8
     assert rec.actions.shape == (7, 2) and rec.actions.abs().max() <= 1
@@ -230,8 +306,9 @@ def test_episodes_are_fixed_and_mpc_replans_on_schedule():
     # the true simulator's preview is what then happens (its first frame: after action 0)
     torch.testing.assert_close(rec.plan_frames[0][0], SIM.render(SIM.step(s1, rec.actions[:1]))[0].float() / 255)
     assert rec.distances[0] == pytest.approx(float(SIM.object_distance(s1, g1)[0]))
+    assert rec.success == (rec.final_distance < env.success_threshold)
     with pytest.raises(ValueError, match="replan_every"):
-        run_mpc_episode(SIM, s1, g1, None, cfg, steps=3, replan_every=5)
+        run_episode(started(1), None, optimizer, steps=3, replan_every=5)
 
 
 @pytest.mark.parametrize("end_aware", [False, True])
@@ -239,7 +316,8 @@ def test_end_aware_plans_are_scored_where_the_episode_ends(end_aware):
     """7 steps, horizon 4, replanning at steps 0, 3, 6: end-aware planning scores the plans
     at step 6 on the one step left (the cost of where the object is when the episode ends),
     otherwise on all 4; the plan's best cost is then the true cost after its first action."""
-    state, goal = episode_start(SIM, 0, 3)
+    env = started(episode_seed(0, 3))
+    state, goal = env.state.clone(), env.goal.clone()
     seen = []
 
     class Recording(TrueSimulatorModel):
@@ -247,9 +325,8 @@ def test_end_aware_plans_are_scored_where_the_episode_ends(end_aware):
             seen.append(actions.shape[1])
             return super().costs(actions)
 
-    cfg = CEMConfig(iterations=2, candidates=20, elites=4, horizon=4)
-    rec = run_mpc_episode(SIM, state, goal, Recording(SIM), cfg, steps=7, replan_every=3, generator=gen(),
-                          record_plans=True, end_aware=end_aware)
+    rec = run_episode(env, Recording(env), cem(iterations=2, candidates=20, elites=4, horizon=4), steps=7,
+                      replan_every=3, generator=gen(), record_plans=True, end_aware=end_aware)
     assert seen == [4] * 4 + ([1, 1] if end_aware else [4, 4])
     grip, objs, _ = SIM.simulate(state, rec.actions[None])           # the executed episode, replayed
     final_cost = float(pusher_object_cost(objs[:, -1, 0], goal[0], grip[:, -1], SIM.cfg)[0])
@@ -281,31 +358,34 @@ def tiny_action_model():
     return model.eval()
 
 
-def test_learned_model_backend_plans_from_frames_only():
-    """The learned backend keeps n_ctx frames (the first repeated, zero actions), its costs
-    are the frame cost of its own rollouts (reproducible per episode seed), and an MPC
-    episode with it runs and keeps actions in bounds."""
+def test_video_model_planner_plans_from_frames_only():
+    """The video-model planner keeps n_ctx frames (the first repeated, zero actions), its
+    costs are the frame cost of its own rollouts (reproducible per episode seed), and an
+    MPC episode with it runs and keeps actions in bounds."""
     model = tiny_action_model()
-    state, goal = episode_start(SIM, 0, 1)
-    lm = LearnedModel(model, SIM, samples=2, seed=0)
-    lm.reset(state, goal, seed=5)
+    env = started(episode_seed(0, 1))
+    start = env.state.clone()
+    lm = VideoModelPlanner(model, PushTrackerCost(env), samples=2, seed=0)
+    lm.reset(env, seed=5)
     assert len(lm.frames) == 2 and torch.equal(lm.frames[0], lm.frames[1])
     assert lm.actions[0].abs().max() == 0
-    torch.testing.assert_close(lm.object_prior, state.object_pos[0, 0], rtol=0, atol=2 * PIXEL)
+    torch.testing.assert_close(lm.cost.object_prior, start.object_pos[0, 0], rtol=0, atol=2 * PIXEL)
     acts = torch.rand(6, 3, 2, generator=gen(1)) * 2 - 1
     c1 = lm.costs(acts)
-    lm.reset(state, goal, seed=5)
+    lm.reset(env, seed=5)
     c2 = lm.costs(acts)
     assert c1.shape == (6,) and torch.isfinite(c1).all()
     torch.testing.assert_close(c1, c2, rtol=0, atol=0)
-    lm.observe(SIM.step(state, acts[:1, 0]), acts[0, 0])
+    env.step(acts[0, 0])
+    lm.observe(env, acts[0, 0])
     assert not torch.equal(lm.frames[0], lm.frames[1])       # the gripper moved
     torch.testing.assert_close(lm.actions[0], acts[0, 0])
-    cfg = CEMConfig(iterations=1, candidates=8, elites=2, horizon=3)
-    rec = run_mpc_episode(SIM, state, goal, lm, cfg, steps=2, generator=gen(), record_plans=True, episode_seed=1)
+    env.reset(episode_seed(0, 1))
+    rec = run_episode(env, lm, cem(iterations=1, candidates=8, elites=2, horizon=3), steps=2, generator=gen(),
+                      record_plans=True, episode_seed=1)
     assert rec.actions.abs().max() <= 1 and len(rec.plan_frames) == 2
     with pytest.raises(ValueError, match="action-conditioned"):
-        LearnedModel(_action_free(), SIM)
+        VideoModelPlanner(_action_free(), PushTrackerCost(env))
 
 
 def _action_free():
@@ -330,12 +410,12 @@ def test_plan_command_without_a_model(tmp_path, capsys):
                 "plan.cem.candidates=10", "plan.cem.elites=2", "plan.cem.iterations=1", "plan.render_episodes=0"]
     results = run_cli(["plan", *settings, f"out_dir={tmp_path}"])
     out = capsys.readouterr().out
-    assert "skipping the learned-model planner" in out and "| CEM + true simulator (state cost) | 2 |" in out
+    assert "skipping the learned-model planner" in out and "| planner + true simulator (state cost) | 2 |" in out
     # the command runs exactly the library's evaluation of the config it was given ...
-    from seqvae.worlds.pusher.plan_command import load_plan_config
+    from seqvae.cli.plan import load_plan_config
 
     cfg = load_plan_config(None, [*settings, "plan.methods=[random, true_sim]"])
-    direct = evaluate_pusher(cfg.plan, log=lambda _: None)
+    direct = evaluate_planning(WORLD, cfg.plan, log=lambda _: None)
     for name in ("random", "true_sim"):
         assert results["methods"][name]["final_distances"] == direct["methods"][name]["final_distances"]
     # ... and records it: the saved config reloads to the same settings

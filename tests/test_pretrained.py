@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from seqvae import pretrained
-from seqvae.build import build_data, build_model, load_model
+from seqvae.build import build_data, build_model
+from seqvae.loading import load_model
 from seqvae.config import RunConfig
 
 RAW = {"data": {"name": "pusher", "seq_len": 5, "num_test": 4, "action_conditioned": True},

@@ -329,12 +329,12 @@ def test_texture_contrast_scales_the_table_pattern_and_zero_gives_a_plain_table(
 
 
 def test_data_config_world_is_the_simulator_the_data_set_and_the_planner_use():
-    from seqvae.worlds.pusher.planning_eval import sim_for_model
+    from seqvae.worlds.pusher.planning import make_env
 
     data_cfg = PusherDataConfig(world=PusherConfig(num_objects=2, gripper_radius=0.18, object_radius=0.2, max_step=0.1,
                                                    texture_contrast=0.35, shadow_strength=0.2, tile_probability=0.5))
     world = data_cfg.world
-    assert PusherDataset(data_cfg, "test").sim.cfg == world == sim_for_model(data_cfg).cfg
+    assert PusherDataset(data_cfg, "test").sim.cfg == world == make_env(data_cfg).sim.cfg
     assert (world.num_objects, world.gripper_radius, world.texture_contrast, world.shadow_strength,
             world.tile_probability) == (2, 0.18, 0.35, 0.2, 0.5)
 
@@ -343,7 +343,8 @@ def test_checkpoints_with_the_flat_pre_nesting_config_still_load(tmp_path):
     """Checkpoints written before the world's keys moved under data.world load unchanged."""
     from dataclasses import asdict
 
-    from seqvae.build import build_model, load_model
+    from seqvae.build import build_model
+    from seqvae.loading import load_model
     from seqvae.checkpoint import save_checkpoint
     from seqvae.config import RunConfig
 

@@ -60,7 +60,7 @@ def test_seqvae_commands_parse_and_their_configs_exist(words):
         assert (ROOT / args.config).is_file(), args.config
         RunConfig.load(ROOT / args.config, overrides)        # every override is a valid key and value
     if args.command == "plan":
-        from seqvae.worlds.pusher.plan_command import load_plan_config
+        from seqvae.cli.plan import load_plan_config
 
         config = args.config if args.config and "=" not in args.config else None
         load_plan_config(str(ROOT / config) if config else None,

@@ -15,7 +15,7 @@ from torch import nn
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.gaussian import OptimalSigmaGaussian
 from seqvae.models.svg import SVG, SVGConfig, build_svg
-from seqvae.control.rollout import RolloutResult, auto_max_batch, rollout, row_bytes
+from seqvae.control.rollout import RolloutResult, auto_max_batch, rollout
 
 B, N_CTX, HORIZON, A, S = 2, 2, 3, 2, 2
 # Different batch sizes may run different oneDNN convolution kernels (other summation
@@ -101,9 +101,16 @@ def test_chunked_equals_unchunked(model):
 def test_auto_chunking_fits_the_budget(model):
     """A memory budget of four rows gives chunks of four rows, and the same result."""
     ctx, acts = context(), candidates(3)
-    per_row = row_bytes(model, (3, 64, 64), HORIZON, keep_frames=True)
+    per_row = model.rollout_row_bytes(HORIZON, keep_frames=True)
     assert per_row > 4 * 3 * 64 * 64 * (HORIZON + 1)  # at least the kept frames
-    assert auto_max_batch(model, (3, 64, 64), HORIZON, torch.device("cpu"), True, budget_bytes=4 * per_row) == 4
+    # each backbone's own count of its skip maps is what one encoded frame holds
+    from seqvae.nets.dcgan64 import DCGANEncoder64
+    from seqvae.nets.vgg64 import VGGEncoder64
+
+    for encoder in (DCGANEncoder64(8, 3, nf=4), VGGEncoder64(8, 3, nf=4)):
+        _, skips = encoder.eval()(torch.zeros(1, 3, 64, 64))
+        assert encoder.skip_features == sum(s.numel() for s in skips), type(encoder).__name__
+    assert auto_max_batch(model, HORIZON, torch.device("cpu"), True, budget_bytes=4 * per_row) == 4
     full = rollout(model, ctx, acts, S, generator=gen(5))
     budgeted = rollout(model, ctx, acts, S, generator=gen(5), memory_budget=4 * per_row)
     torch.testing.assert_close(budgeted.frames, full.frames, **TOL)
@@ -257,7 +264,8 @@ def test_rollout_command_from_index_npz_and_video(tmp_path):
     assert read_video(tmp_path / "a.mp4").shape[0] == 2 + 3
     # = the library's rollout with the recorded actions: a_0 leads through the context,
     # a_1..a_3 are the candidate
-    from seqvae.build import build_data, load_model
+    from seqvae.build import build_data
+    from seqvae.loading import load_model
 
     model, cfg, _ = load_model(ckpt)
     seq = build_data(cfg, "test")[1]

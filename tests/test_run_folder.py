@@ -18,7 +18,7 @@ from seqvae.cli import main as cli_main
 from tiny_runs import TINY_IMAGE_RUN
 
 from seqvae.config import ConfigError, RunConfig, apply_overrides
-from seqvae.train import train
+from seqvae.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = TINY_IMAGE_RUN  # tests/tiny_runs.py
@@ -99,8 +99,8 @@ def test_ctrl_c_in_a_terminal_with_loader_workers(tmp_path):
 
 
 def test_second_signal_stops_at_once_and_copies_of_the_first_count_once(tmp_path, monkeypatch):
-    from seqvae import interrupt
-    from seqvae.interrupt import StopSignals, TrainingInterrupted
+    from seqvae.training import interrupt
+    from seqvae.training.interrupt import StopSignals, TrainingInterrupted
 
     before = signal.getsignal(signal.SIGINT)   # default_int_handler; SIG_IGN when started in the background
     with StopSignals(tmp_path) as signals:
@@ -118,8 +118,8 @@ def test_second_signal_stops_at_once_and_copies_of_the_first_count_once(tmp_path
 
 
 def test_second_signal_during_a_checkpoint_write_corrupts_nothing(tmp_path, monkeypatch):
-    from seqvae import interrupt
-    from seqvae.interrupt import TrainingInterrupted
+    from seqvae.training import interrupt
+    from seqvae.training.interrupt import TrainingInterrupted
 
     real_save = torch.save
     monkeypatch.setattr(interrupt, "REPEAT_WINDOW_S", 0.0)
@@ -257,7 +257,7 @@ def test_non_empty_folder_without_a_run_is_refused_unless_forced(tmp_path, capsy
 
 # --------------------------------------------- 14. splits at start, checkpoint first
 def test_empty_test_split_is_found_before_training(tmp_path, monkeypatch):
-    import seqvae.train as train_module
+    import seqvae.training.loop as train_module
 
     steps = []
     real = train_module.batch_to_device
@@ -268,7 +268,7 @@ def test_empty_test_split_is_found_before_training(tmp_path, monkeypatch):
 
 
 def test_final_checkpoint_is_written_before_the_final_evaluation(tmp_path, monkeypatch):
-    import seqvae.train as train_module
+    import seqvae.training.loop as train_module
 
     def failing_evaluation(*args, **kwargs):
         raise RuntimeError("evaluation ran out of memory")

@@ -31,9 +31,10 @@ def test_a_shipped_model_loads_from_its_own_config_and_has_a_card(name):
     assert model.spec == build_data(cfg, "train").spec           # the config in the file builds this model
     assert (model.action_dim > 0) == (name == "pusher-actions")
     if "planning" in figures:   # the planning figures were measured with the planner the demo and the tool use now
-        from seqvae.worlds.pusher.planning_eval import card_plan_config, describe_planner
+        from seqvae.cli.plan import load_plan_config
+        from seqvae.control.harness import describe_protocol
 
-        assert figures["planning"]["settings"] == describe_planner(card_plan_config())
+        assert figures["planning"]["settings"] == describe_protocol(load_plan_config(None, []).plan)
         assert figures["planning"]["settings"] in card
 
 

@@ -106,7 +106,7 @@ def test_seqvae_eval_reports_both_bounds(tmp_path, capsys):
 
     from seqvae.cli import main as cli_main
     from seqvae.config import apply_overrides
-    from seqvae.train import train
+    from seqvae.training import train
 
     raw = apply_overrides(RAW, [f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=8",
                                 "train.eval_every=2", "train.eval_batches=1", "train.image_every=0",
@@ -116,7 +116,7 @@ def test_seqvae_eval_reports_both_bounds(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "σ set on the validation split" in out
     result = json.loads((tmp_path / "e.json").read_text())
-    model, cfg, _ = __import__("seqvae.build", fromlist=["load_model"]).load_model(tmp_path / "run")
+    model, cfg, _ = __import__("seqvae.loading", fromlist=["load_model"]).load_model(tmp_path / "run")
     from seqvae import amp
 
     sigma2 = calibrate_sigma(model, build_data(cfg, "val"), 8, CPU, amp.resolve("auto", CPU))   # as the command runs

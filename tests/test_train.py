@@ -9,15 +9,16 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 from PIL import Image
 
-from seqvae.build import build_model, load_model
+from seqvae.build import build_model
+from seqvae.loading import load_model
 from seqvae.checkpoint import CheckpointError, load_checkpoint
 from seqvae.cli import main as cli_main
 from tiny_runs import TINY_IMAGE_RUN
 
 from seqvae.config import ConfigError, RunConfig, apply_overrides
 from seqvae.data.spec import DataSpec
-from seqvae.train import RunFolderError, train
-from seqvae.update_guard import UpdatesSkippedError
+from seqvae.training import RunFolderError, train
+from seqvae.training.update_guard import UpdatesSkippedError
 
 BASE = TINY_IMAGE_RUN  # tests/tiny_runs.py
 
@@ -229,7 +230,7 @@ class _NaNPixel(torch.utils.data.Dataset):
 
 
 def _poison_training_data(monkeypatch):
-    import seqvae.train as train_module
+    import seqvae.training.session as train_module
 
     real = train_module.build_data
     monkeypatch.setattr(train_module, "build_data",

@@ -15,7 +15,7 @@ from seqvae.config import RunConfig, apply_overrides
 from seqvae.evaluation.fid import INCEPTION_URL, compute_fid, load_inception
 from seqvae.evaluation.metrics import LPIPS
 from seqvae.evaluation.weights import UnsafeWeightsError
-from seqvae.train import train
+from seqvae.training import train
 
 
 class Exploit:

@@ -1,11 +1,11 @@
-"""The update guard (seqvae.update_guard): a skip rule relative to recent gradient norms."""
+"""The update guard (seqvae.training.update_guard): a skip rule relative to recent gradient norms."""
 import math
 import warnings
 
 import pytest
 import torch
 
-from seqvae.update_guard import UpdateGuard
+from seqvae.training.update_guard import UpdateGuard
 
 
 def _norms(scale: float, n: int = 200, spikes: dict[int, float] | None = None) -> list[float]:

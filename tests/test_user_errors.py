@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
-from seqvae.build import load_model
+from seqvae.loading import load_model
 from seqvae.checkpoint import CheckpointError, load_checkpoint
 from seqvae.cli import main as cli_main
 from seqvae.config import ConfigError, RunConfig, apply_overrides
-from seqvae.train import train
+from seqvae.training import train
 
 BASE = {
     "data": {"name": "shapes", "image_size": 16, "train_size": 40, "test_size": 16, "val_size": 8},

@@ -28,9 +28,7 @@ from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.gaussian import OptimalSigmaGaussian
 from seqvae.models.svg import SVGConfig, build_svg
 from seqvae.control.cem import CEMConfig, cem_plan
-from seqvae.worlds.pusher.planners import TrueSimulatorModel
-from seqvae.worlds.pusher.planning_eval import episode_start
-from seqvae.worlds.pusher.sim import PusherSim
+from seqvae.worlds.pusher.planning import PusherEnv, TrueSimulatorModel
 from seqvae.control.rollout import auto_max_batch, rollout
 
 N_CTX, ACTION_DIM = 2, 4
@@ -65,7 +63,7 @@ def bench_rollout(model, rows: int, horizon: int, precision: str, repeats: int) 
                 return_frames=False, cost_fn=lambda f, b: f[:, -1].mean(dim=(1, 2, 3)))
 
     seconds = time_runs(run, repeats, warmup=lambda: run(8))
-    chunk = auto_max_batch(model, (3, 64, 64), horizon, torch.device("cpu"), keep_frames=False)
+    chunk = auto_max_batch(model, horizon, torch.device("cpu"), keep_frames=False)
     return {"seconds": seconds, "frames_per_s": rows * horizon / seconds, "chunk": min(chunk, rows)}
 
 
@@ -83,10 +81,9 @@ def bench_cem_model(model, cfg: CEMConfig, precision: str, repeats: int) -> floa
 
 
 def bench_cem_sim(cfg: CEMConfig, repeats: int) -> float:
-    sim = PusherSim()
-    state, goal = episode_start(sim, 0, 0)
-    backend = TrueSimulatorModel(sim)
-    backend.reset(state, goal)
+    env = PusherEnv()
+    env.reset(0)
+    backend = TrueSimulatorModel(env)
     return time_runs(lambda: cem_plan(backend.costs, 2, cfg, torch.Generator().manual_seed(0)), repeats)
 
 

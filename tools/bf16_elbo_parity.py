@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from seqvae.config import RunConfig
-from seqvae.train import train
+from seqvae.training import train
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -30,12 +30,14 @@ from pathlib import Path
 
 import torch
 
-from seqvae import pretrained
-from seqvae.build import build_data, load_model, model_source
+from seqvae.build import build_data
+from seqvae.loading import load_model, model_source
 from seqvae.evaluation.video import evaluate_video
 from seqvae.io import atomic_write_text
 from seqvae.worlds.pusher.motion import ObjectMotionMetric
-from seqvae.worlds.pusher.planning_eval import card_plan_config, describe_planner, evaluate_pusher, sim_for_model
+from seqvae import pretrained, registry
+from seqvae.cli.plan import load_plan_config
+from seqvae.control.harness import describe_protocol, evaluate_planning
 
 
 def motion_and_frames(model, cfg, sequences: int, samples: int) -> dict:
@@ -59,12 +61,16 @@ def motion_and_frames(model, cfg, sequences: int, samples: int) -> dict:
 
 
 def planning(model, cfg, episodes: int, seed: int, out_dir: Path | None) -> dict:
-    plan = card_plan_config(episodes=episodes, seed=seed, methods=("random", "true_sim", "learned"),
-                            render_episodes=3 if out_dir else 0)
-    result = evaluate_pusher(plan, model=model, sim=sim_for_model(cfg.data), out_dir=out_dir, log=lambda _: None)
+    """Closed-loop planning with the shipped protocol (``configs/plan/pusher.yaml``)."""
+    plan = load_plan_config(None, [f"plan.episodes={episodes}", f"plan.seed={seed}",
+                                   "plan.methods=[random, true_sim, learned]",
+                                   f"plan.render_episodes={3 if out_dir else 0}"]).plan
+    world = registry.world("pusher")
+    result = evaluate_planning(world, plan, model=model, env=world.make_env(cfg.data), out_dir=out_dir,
+                               log=lambda _: None)
     return {"episodes": episodes, "seed": seed, "threshold": result["threshold"],
             "mean_start_distance": result["mean_start_distance"],
-            "settings": describe_planner(plan),
+            "settings": describe_protocol(plan),
             "methods": {name: {k: s[k] for k in ("success_rate", "mean_final_distance", "seconds_per_episode")}
                         for name, s in result["methods"].items()}}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from seqvae import pretrained
-from seqvae.build import load_model
+from seqvae.loading import load_model
 from seqvae.checkpoint import CheckpointError
 from seqvae.data.spec import DataSpec
 from seqvae.io import atomic_write_text

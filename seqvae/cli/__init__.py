@@ -6,7 +6,7 @@
     seqvae demo [--minutes M]               (train, predict, plan on the embedded pushing world)
     seqvae analyze CKPT                     (rate, MI, marginal KL, FID)
     seqvae rollout CKPT ...                 (predicted futures -> .npz + MP4)
-    seqvae plan [CONFIG] [key=value ...]    (closed-loop planning; added by the pushing world)
+    seqvae plan [CONFIG] [key=value ...]    (closed-loop planning in a registered world)
     seqvae render INPUT.npz --out FILE      (labelled panels -> MP4 / GIF / PNG)
 
 Under ``torchrun --nproc_per_node=N -m seqvae.cli train ...`` training runs with DDP.
@@ -22,18 +22,17 @@ import re
 import sys
 
 from seqvae.checkpoint import CheckpointError
-from seqvae.cli import analyze, evaluate, render, rollout, sample, train
+from seqvae.cli import analyze, demo, evaluate, plan, render, rollout, sample, train
 from seqvae.config import ConfigError
-from seqvae.data.videos import VideoDecodeError
-from seqvae.interrupt import TrainingInterrupted
-from seqvae.registry import COMMANDS as REGISTERED_COMMANDS
-from seqvae.run_folder import RunFolderError, describe_os_error
-from seqvae.update_guard import UpdatesSkippedError
+from seqvae.data.video_decoding import VideoDecodeError
+from seqvae.training.interrupt import TrainingInterrupted
+from seqvae.training.run_folder import RunFolderError, describe_os_error
+from seqvae.training.update_guard import UpdatesSkippedError
 
 # errors whose message tells the user what to fix: one line on stderr, exit status 2
 USER_ERRORS = (ConfigError, CheckpointError, RunFolderError, UpdatesSkippedError, VideoDecodeError, ValueError, OSError)
 
-COMMANDS = (train, evaluate, sample, analyze, rollout, render)
+COMMANDS = (train, evaluate, sample, analyze, rollout, render, plan, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,8 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
-    for add_parser in REGISTERED_COMMANDS:   # commands that worlds and data sets add
-        add_parser(sub)
     return parser
 
 

@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     Returns the figures as a dict (also written to ``--json`` when given).
     """
-    from seqvae.build import build_data, load_model
+    from seqvae.build import build_data
+    from seqvae.loading import load_model
     from seqvae.evaluation.fid import inception_weights_path
     from seqvae.evaluation.latents import analyze_latents
     from seqvae.evaluation.metrics import MissingWeightsError

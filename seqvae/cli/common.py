@@ -23,3 +23,15 @@ def model_folder(checkpoint: str, pretrained: str) -> Path:
         return Path("runs") / f"pretrained_{pretrained}"
     path = Path(checkpoint)
     return path if path.is_dir() else path.parent
+
+
+def check_device(device: str, flag: str = "--device") -> None:
+    """A device this machine has: ``cuda`` without a GPU is a clear error, not a driver traceback."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"{flag}={device} is not a device; use cpu or cuda (or cuda:N)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{flag}={device} but this machine has no CUDA GPU; use cpu")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"{flag}={device} but this machine has {torch.cuda.device_count()} GPU(s)")

@@ -82,7 +82,8 @@ def folder_name(protocol: str, split: str, settings: dict[str, Any] | None, cali
 
 def run(args: argparse.Namespace) -> None:
     from seqvae import amp
-    from seqvae.build import build_data, load_model, model_source
+    from seqvae.build import build_data
+    from seqvae.loading import load_model, model_source
     from seqvae.evaluation.elbo import calibrate_sigma, evaluate_elbo, evaluation_sigma2
     from seqvae.evaluation.protocols import get_protocol
 

@@ -20,7 +20,8 @@ from seqvae.models.base import is_video_model
 def run(args: argparse.Namespace) -> None:
     """``seqvae rollout``: predict futures from context frames (and candidate actions)."""
     from seqvae import render
-    from seqvae.build import build_data, load_model, model_source
+    from seqvae.build import build_data
+    from seqvae.loading import load_model, model_source
     from seqvae.control.rollout import rollout
 
     device = torch.device(args.device)

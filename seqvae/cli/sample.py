@@ -12,7 +12,7 @@ from seqvae.config import ConfigError
 
 
 def run(args: argparse.Namespace) -> None:
-    from seqvae.build import load_model
+    from seqvae.loading import load_model
     from seqvae.evaluation.images import prior_samples
     from seqvae.render import write_png_grid
 

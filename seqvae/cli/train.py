@@ -1,5 +1,5 @@
 """``seqvae train CONFIG [key=value ...] [--resume] [--dry-run] [--force]``: the one training loop
-(:mod:`seqvae.train`) on a YAML config; under ``torchrun`` it runs with DDP."""
+(:mod:`seqvae.training`) on a YAML config; under ``torchrun`` it runs with DDP."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,7 @@ def run(args: argparse.Namespace) -> None:
     checkpoint plus the command line's overrides (CONFIG only says where the run folder is,
     through ``train.out_dir``); the folder's ``config.yaml`` is rewritten after the
     checkpoint has loaded."""
-    from seqvae.train import TrainingInterrupted, train
+    from seqvae.training import TrainingInterrupted, train
 
     cfg = RunConfig.load(args.config, args.overrides)
     try:

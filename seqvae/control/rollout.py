@@ -81,34 +81,17 @@ class RolloutResult:
     noise: Tensor | None = None
 
 
-def row_bytes(model: VideoPredictor, frame_shape: tuple[int, int, int], horizon: int, keep_frames: bool,
-              device: torch.device | str = "cpu") -> int:
-    """Rough working memory of one rollout row in bytes (float32 activations).
-
-    Encodes one blank frame and counts its skip feature maps: a decoder step holds about
-    as many again, plus transients; the kept context skip terms and the predicted frames
-    (when returned) come on top. At least four frames' worth of features are assumed.
-    """
-    frame = frame_shape[0] * frame_shape[1] * frame_shape[2]
-    with torch.no_grad(), eval_mode(model):
-        _, skips = model.encode(torch.zeros(1, 1, *frame_shape, device=device))
-    features = max(sum(s.numel() for s in skips), 4 * frame)
-    per_row = 8 * features + 4 * frame
-    if keep_frames:
-        per_row += horizon * frame
-    return 4 * per_row
-
-
-def auto_max_batch(model: VideoPredictor, frame_shape: tuple[int, int, int], horizon: int, device: torch.device,
-                   keep_frames: bool, budget_bytes: int | None = None) -> int:
-    """Rows per chunk that fit ``budget_bytes`` (default: 2 GiB on CPU, half the free GPU memory)."""
+def auto_max_batch(model: VideoPredictor, horizon: int, device: torch.device, keep_frames: bool,
+                   budget_bytes: int | None = None) -> int:
+    """Rows per chunk that fit ``budget_bytes`` (default: 2 GiB on CPU, half the free GPU
+    memory), by the model's own ``rollout_row_bytes``."""
     if budget_bytes is None:
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             budget_bytes = int(free * GPU_BUDGET_FRACTION)
         else:
             budget_bytes = DEFAULT_CPU_BUDGET
-    return max(1, budget_bytes // row_bytes(model, frame_shape, horizon, keep_frames, device))
+    return max(1, budget_bytes // max(1, model.rollout_row_bytes(horizon, keep_frames)))
 
 
 def _check_inputs(model: VideoPredictor, context: Tensor, actions: Tensor | None, horizon: int | None,
@@ -239,7 +222,7 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
 
     n_rows = b * k * s
     if max_batch is None:
-        max_batch = auto_max_batch(model, frame_shape, horizon, device, return_frames, memory_budget)
+        max_batch = auto_max_batch(model, horizon, device, return_frames, memory_budget)
     if max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
 

@@ -11,12 +11,11 @@ it is told the epoch through ``set_epoch`` and, on resume, restarts the epoch in
 """
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
-
-from seqvae.interrupt import ignore_in_worker
 
 
 class EpochSampler(Sampler[int]):
@@ -37,6 +36,15 @@ class EpochSampler(Sampler[int]):
     def __len__(self) -> int:
         return len(self.indices())
 
+
+
+def ignore_in_worker(worker_id: int = 0) -> None:
+    """``worker_init_fn`` of training DataLoaders: a worker ignores SIGINT (a Ctrl-C reaches
+    the whole process group; the main process finishes its step and stops the workers).
+    SIGTERM gets its default action back (a forked worker inherits the trainer's handler):
+    it is how multiprocessing terminates a worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 def batch_stream(dataset: Dataset, batch_size: int, seed: int, rank: int = 0, world: int = 1,
                  num_workers: int = 0, start_step: int = 0, pin_memory: bool = False) -> Iterator[dict]:

@@ -2,7 +2,7 @@
 
 Decoding a clip from the previous key frame costs 0.1–0.9 s; a training step needs a
 batch of clips. The first time a video is used, every frame is decoded in one sequential
-pass, resized and centre-cropped (:class:`seqvae.data.videos.FrameSquarer`) and stored as
+pass, resized and centre-cropped (:class:`seqvae.data.video_decoding.FrameSquarer`) and stored as
 ``uint8 [N, 3, S, S]`` in one file; later clips are slices of a memory map. The file's
 name is a hash of everything its content depends on (absolute path, size and mtime of the
 source, the frame size, the format version), so a changed source or another size never
@@ -62,7 +62,7 @@ class FrameCache:
         return data
 
     def _build(self, path: Path, entry: Path, num_frames: int) -> None:
-        from seqvae.data.videos import FrameSquarer, VideoDecodeError, _av
+        from seqvae.data.video_decoding import FrameSquarer, VideoDecodeError, _av
         from seqvae.io import atomic_path
 
         self.dir.mkdir(parents=True, exist_ok=True)

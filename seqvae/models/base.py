@@ -67,8 +67,8 @@ class VideoPredictor(Protocol):
     ``[B, n_future, C, H, W]``; ``actions[B, >= n_ctx + n_future - 1, A]`` (``a_t`` moves
     frame ``t`` to ``t + 1``) only when ``action_dim > 0``; the latents come from
     ``generator`` or, when given, ``noise[B, n_ctx - 1 + n_future, z_dim]`` (each row then
-    depends on its own noise only). ``encode(frames[B, T, C, H, W])`` returns the frame
-    codes and the decoder's skip maps (used to size rollout chunks).
+    depends on its own noise only). ``rollout_row_bytes(horizon, keep_frames)`` tells
+    rollouts how much working memory one predicted sequence takes (they size chunks by it).
     """
 
     spec: DataSpec     # frame shape the model was built for
@@ -81,7 +81,7 @@ class VideoPredictor(Protocol):
                 generator: torch.Generator | None = None, sample_pixels: bool = False,
                 noise: Tensor | None = None) -> Tensor: ...
 
-    def encode(self, frames: Tensor) -> tuple[Tensor, list[Tensor]]: ...
+    def rollout_row_bytes(self, horizon: int, keep_frames: bool) -> int: ...
 
 
 def is_video_model(model: nn.Module) -> bool:

@@ -158,6 +158,17 @@ class SVG(SequenceVAE):
         return (rearrange(h, "(b t) g -> b t g", b=b),
                 [rearrange(s, "(b t) c h w -> b t c h w", b=b) for s in skips])
 
+    def rollout_row_bytes(self, horizon: int, keep_frames: bool) -> int:
+        """Rough working memory of one rollout row in bytes (float32 activations), what
+        :func:`seqvae.control.rollout.rollout` sizes its chunks by: the skip feature maps of a
+        frame, as many again for a decoder step plus transients, the frame itself, and the
+        predicted frames when they are kept."""
+        frame = self.spec.channels * self.spec.height * self.spec.width
+        per_row = 8 * max(self.encoder.skip_features, 4 * frame) + 4 * frame
+        if keep_frames:
+            per_row += horizon * frame
+        return 4 * per_row
+
     def decode(self, g: Tensor, skips: list[Tensor], skip_pos: Sequence[int] | None) -> Tensor:
         """All steps in one decoder call: ``g[B, S, g_dim]``, ``skips[B, K, ...]`` and
         ``skip_pos`` (the skip frame, 0..K−1, of each of the S steps; None: K = S, step s

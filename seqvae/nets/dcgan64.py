@@ -45,6 +45,7 @@ class DCGANEncoder64(nn.Module):
         self.c3 = dcgan_conv(nf * 2, nf * 4)        # -> 8×8
         self.c4 = dcgan_conv(nf * 4, nf * 8)        # -> 4×4
         self.c5 = nn.Sequential(nn.Conv2d(nf * 8, g_dim, 4, 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())  # -> 1×1
+        self.skip_features = nf * 32 * 32 + 2 * nf * 16 * 16 + 4 * nf * 8 * 8 + 8 * nf * 4 * 4   # per frame, all skip maps
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = to_param_format(x, self.c1[0].weight)

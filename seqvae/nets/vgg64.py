@@ -97,6 +97,7 @@ class VGGEncoder64(nn.Module):
         self.c3 = nn.Sequential(vgg_layer(2 * nf, 4 * nf), vgg_layer(4 * nf, 4 * nf), vgg_layer(4 * nf, 4 * nf))  # 16×16
         self.c4 = nn.Sequential(vgg_layer(4 * nf, 8 * nf), vgg_layer(8 * nf, 8 * nf), vgg_layer(8 * nf, 8 * nf))  # 8×8
         self.c5 = nn.Sequential(nn.Conv2d(8 * nf, g_dim, 4, 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())         # 4×4 -> 1×1
+        self.skip_features = nf * 64 * 64 + 2 * nf * 32 * 32 + 4 * nf * 16 * 16 + 8 * nf * 8 * 8   # per frame, all skip maps
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = to_param_format(x, self.c1[0][0].weight)

@@ -112,7 +112,7 @@ def load(name: str, device: torch.device | str = "cpu") -> tuple[SequenceVAE, Ru
 
 
 def load_with_metadata(name: str, device: torch.device | str = "cpu") -> tuple[SequenceVAE, RunConfig, dict[str, Any]]:
-    """As :func:`load`, plus the file's metadata (``step``, ...), as :func:`seqvae.build.load_model` returns."""
+    """As :func:`load`, plus the file's metadata (``step``, ...), as :func:`seqvae.loading.load_model` returns."""
     entry = info(name)
     tensors, metadata = read_weights(HERE / entry.file, entry.sha256)
     model, cfg = build_from_weights(tensors, metadata, device)

@@ -8,7 +8,7 @@ Every tool (β sweep = Table 1 / Fig. 3, decoder table = Table 2, information = 
    ``configs/svhn/conv_vae_optimal_sigma.yaml`` for paper scale on a GPU) — plus dotted
    ``key=value`` overrides, plus the variant's own likelihood section
    (:func:`variant_config`).
-2. **Training.** Each variant trains with :func:`seqvae.train.train` into
+2. **Training.** Each variant trains with :func:`seqvae.training.train` into
    ``OUT/runs/<variant>``. A run folder whose checkpoint already reached ``train.steps``
    is skipped, one that stopped early is resumed, and a folder holding a run of a
    *different* config is never touched: the tool stops and says so (:func:`ensure_trained`).
@@ -40,7 +40,8 @@ if str(_ROOT) not in sys.path:  # run as a script: make ``seqvae`` importable fr
     sys.path.insert(0, str(_ROOT))
 
 from seqvae import amp  # noqa: E402
-from seqvae.build import build_data, load_model  # noqa: E402
+from seqvae.build import build_data  # noqa: E402
+from seqvae.loading import load_model  # noqa: E402
 from seqvae.checkpoint import load_checkpoint  # noqa: E402
 from seqvae.config import ConfigError, RunConfig, apply_overrides  # noqa: E402
 from seqvae.evaluation.elbo import evaluate_elbo  # noqa: E402
@@ -229,7 +230,7 @@ def ensure_trained(cfg: RunConfig, progress: bool = True) -> tuple[Path, str]:
     holds a run of a different data/model/likelihood/optimizer config, or a run with
     metrics but no checkpoint.
     """
-    from seqvae.train import train
+    from seqvae.training import train
 
     run_dir = Path(cfg.train.out_dir)
     ckpt = run_dir / "checkpoint.pt"

@@ -35,6 +35,10 @@ class PushCostConfig:
         if self.gripper_source not in ("frames", "kinematics"):
             raise ValueError(f"gripper_source must be 'frames' or 'kinematics', got {self.gripper_source!r}")
 
+    def describe(self) -> str:
+        """What a model card says of these settings."""
+        return f"gripper from {self.gripper_source}"
+
 
 def pusher_object_cost(object_pos: Tensor, goal: Tensor, gripper_pos: Tensor | None = None,
                        sim_cfg: PusherConfig | None = None, cost: PushCostConfig | None = None) -> Tensor:

@@ -11,7 +11,7 @@ exception is raised wherever the process is; checkpoints and metric lines are wr
 atomically, so nothing is corrupted (the last complete checkpoint stays). Copies of the
 first signal within :data:`REPEAT_WINDOW_S` count once: a Ctrl-C under ``torchrun`` reaches
 each worker twice (from the terminal, and forwarded by torchrun), which must not cancel
-the checkpoint. DataLoader workers ignore SIGINT (:func:`ignore_in_worker`: a Ctrl-C
+the checkpoint. DataLoader workers ignore SIGINT (:func:`seqvae.data.loader.ignore_in_worker`: a Ctrl-C
 reaches the whole process group, and the main process shuts its workers down); they keep
 SIGTERM's default, which is how they are terminated.
 """
@@ -29,15 +29,6 @@ from seqvae import dist
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 REPEAT_WINDOW_S = 1.0   # a signal this soon after the first is a copy of it, not a second request
-
-
-def ignore_in_worker(worker_id: int = 0) -> None:
-    """``worker_init_fn`` of training DataLoaders: a worker ignores SIGINT (a Ctrl-C reaches
-    the whole process group; the main process finishes its step and stops the workers).
-    SIGTERM gets its default action back (a forked worker inherits the trainer's handler):
-    it is how multiprocessing terminates a worker."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class TrainingInterrupted(BaseException):

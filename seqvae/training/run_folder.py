@@ -1,5 +1,5 @@
 """A run folder's life cycle before training starts: what the folder holds, and getting it
-ready without losing anything (:mod:`seqvae.train` then writes into it).
+ready without losing anything (:mod:`seqvae.training` then writes into it).
 
 What ``train.out_dir`` may hold when training starts:
 

@@ -26,19 +26,20 @@ from typing import Any
 import torch
 from einops import repeat
 
-from seqvae import pretrained, render
-from seqvae.build import build_data, load_model
+from seqvae import pretrained, registry, render
+from seqvae.build import build_data
+from seqvae.loading import load_model
 from seqvae.checkpoint import load_checkpoint
-from seqvae.io import new_folder
 from seqvae.config import RunConfig, find_repo_file
 from seqvae.evaluation.curves import best_of_n
 from seqvae.evaluation.metrics import psnr
 from seqvae.evaluation.video import MAX_DB, draw_futures, evaluate_video
-from seqvae.io import atomic_write_text
+from seqvae.io import atomic_write_text, new_folder
 from seqvae.registry import video_metrics_for
 from seqvae.render.report import training_curves, write_index
-from seqvae.train import train
-from seqvae.worlds.pusher.planning_eval import card_plan_config, evaluate_pusher, sim_for_model
+from seqvae.training import train
+from seqvae.cli.plan import load_plan_config
+from seqvae.control.harness import evaluate_planning
 
 DEMO_CONFIG = "configs/demo/svg.yaml"
 ACTION_FREE, ACTIONS = "pusher", "pusher-actions"      # the shipped models the demo shows
@@ -108,8 +109,12 @@ def action_video(model, cfg, out: Path, device: torch.device) -> Path:
 
 
 def planning_episodes(model, cfg, out_dir: Path, episodes: int) -> dict[str, Any]:
-    plan = card_plan_config(episodes=episodes, seed=7, render_episodes=episodes, methods=("random", "true_sim", "learned"))
-    return evaluate_pusher(plan, model=model, sim=sim_for_model(cfg.data), out_dir=out_dir, log=lambda _: None)
+    """Closed-loop episodes with the shipped planner protocol (``configs/plan/pusher.yaml``)."""
+    plan = load_plan_config(None, [f"plan.episodes={episodes}", "plan.seed=7", f"plan.render_episodes={episodes}",
+                                   "plan.methods=[random, true_sim, learned]"]).plan
+    world = registry.world("pusher")
+    return evaluate_planning(world, plan, model=model, env=world.make_env(cfg.data), out_dir=out_dir,
+                             log=lambda _: None)
 
 
 def card_figures(name: str) -> dict[str, Any] | None:

@@ -1,5 +1,6 @@
-"""An MP4 of closed-loop episodes: one row per planning method, the camera view with the
-goal ring and the distance to it, and the futures the executed plan predicted."""
+"""An MP4 of closed-loop episodes: one row per planning method, the episode's view (the
+goal as the world draws it) with the distance to the goal, and the futures the executed
+plan predicted."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,13 +11,13 @@ import torch
 from torch import Tensor
 
 from seqvae import render
-from seqvae.worlds.pusher.mpc import EpisodeRecord
+from seqvae.control.mpc import EpisodeRecord
 
 
 def render_episode(path: str | Path, records: dict[str, EpisodeRecord], threshold: float,
                    title: str = "", scale: int = 3, fps: float = 6, offsets: Sequence[int] = (1, 5, 10)) -> Path:
-    """One MP4 of an episode under several methods, one row per method: the camera view
-    (goal ring drawn, the object-0 distance under it) and, for planning methods, the
+    """One MP4 of an episode under several methods, one row per method: the episode's view
+    (the distance to the goal under it) and, for planning methods, the
     future the plan being executed predicts ``offsets`` steps ahead of the current step."""
     rows = []
     # planning methods first: their rows are the widest and carry the title

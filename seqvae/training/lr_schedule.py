@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-SCHEDULES = ("constant", "cosine")
+from seqvae.config import LR_SCHEDULES as SCHEDULES
 
 
 def learning_rate(step: int, lr: float, steps: int, schedule: str = "constant", warmup_steps: int = 0,
