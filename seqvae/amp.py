@@ -13,10 +13,19 @@ import functools
 import torch
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")   # the one list: train.precision, --precision choices, resolve
+
+
+def check_precision(precision: str, setting: str = "train.precision") -> None:
+    """Raise ``ValueError`` naming ``setting`` and the valid choices unless ``precision`` is one of
+    :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{setting} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
 def resolve(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32)."""
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"train.precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    """The autocast dtype for ``precision`` (one of :data:`PRECISIONS`) on ``device`` (None: plain fp32)."""
+    check_precision(precision)
     if precision == "auto":
         if device.type != "cuda":
             return torch.bfloat16 if cpu_supports_bf16() else None

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from seqvae import components
+from seqvae.amp import check_precision
 from seqvae.io import atomic_write_text, plain
 from seqvae.registry import DATASETS, LIKELIHOODS, MODELS, ComponentConfig
 
@@ -54,7 +55,8 @@ class TrainConfig:
     beta2: float = 0.999              # Adam beta2
     weight_decay: float = 0.0
     precision: str = "auto"           # auto | fp32 | bf16 | fp16  (auto: bf16 where the GPU/CPU computes it natively,
-                                      # else fp16 + grad scaler on GPU, fp32 on CPU; run.json records what was used)
+                                      # else fp16 + grad scaler on GPU, fp32 on CPU; run.json records what was used;
+                                      # the names are seqvae.amp.PRECISIONS)
     # Which updates are applied (seqvae/update_guard.py). The loss is summed over every pixel, so
     # gradient norms grow with image size: the skip rule is relative to the run's own history.
     grad_clip: float = 0.0            # clip the global grad norm to this absolute value (0: off); clipped_frac is logged per window, with a warning once most updates are clipped
@@ -96,11 +98,9 @@ class TrainConfig:
             raise ValueError(f"train.lr_final_fraction must be in [0, 1], got {self.lr_final_fraction}")
         if not isinstance(self.init_from, str):
             raise ValueError(f"train.init_from must be a path or pretrained:NAME, got {self.init_from!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision, "train.precision")
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _ZERO_MEANS = {"time_limit_minutes": "no limit", "weight_decay": "none", "lr_warmup_steps": "no warm-up",
                "eval_every": "only at the end", "eval_batches": "the whole test split", "image_every": "only at the end",
                "checkpoint_every": "only at the end", "num_workers": "load in the main process",

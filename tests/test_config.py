@@ -65,3 +65,31 @@ def test_every_shipped_plan_config_loads():
     for path in configs:
         cfg = load_plan_config(str(path), [])
         assert cfg.plan.episodes > 0 and cfg.plan.cem.elites <= cfg.plan.cem.candidates
+
+
+
+def test_precision_names_are_one_list(monkeypatch):
+    """train.precision, amp.resolve and the commands' --precision take exactly seqvae.amp.PRECISIONS,
+    and a wrong name is refused naming the setting and every valid choice."""
+    import argparse
+    import re
+
+    import torch
+
+    from seqvae import amp
+    from seqvae.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in ("eval", "rollout"):
+        (option,) = [a for a in commands[name]._actions if "--precision" in a.option_strings]
+        assert option.choices is amp.PRECISIONS
+    message = "train.precision must be one of auto, fp32, bf16, fp16, got 'fp8'"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        RunConfig.from_dict(apply_overrides(BASE, ["train.precision=fp8"]))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        amp.resolve("fp8", torch.device("cpu"))
+    # the config's check reads that list: a name added to it is accepted, one left out refused
+    monkeypatch.setattr(amp, "PRECISIONS", ("fp32", "fp8"))
+    assert RunConfig.from_dict(apply_overrides(BASE, ["train.precision=fp8"])).train.precision == "fp8"
+    with pytest.raises(ConfigError, match=re.escape("train.precision must be one of fp32, fp8, got 'bf16'")):
+        RunConfig.from_dict(apply_overrides(BASE, ["train.precision=bf16"]))

@@ -157,10 +157,10 @@ def test_optimal_sigma_ema_moves_only_when_the_step_is_committed():
     """A NaN pixel must not poison the EMA (issue 11.7): σ*² is pending until the trainer
     commits the step, and a skipped (non-finite) step is dropped."""
     from seqvae.data.spec import DataSpec
-    from seqvae.models.conv_vae import ConvVAE
+    from seqvae.models.conv_vae import ConvVAE, ConvVAEConfig
 
     torch.manual_seed(0)
-    model = ConvVAE(OptimalSigmaGaussian(), DataSpec(3, 16, 16), base_channels=8, latent_dim=4).train()
+    model = ConvVAE(ConvVAEConfig(base_channels=8, latent_dim=4), OptimalSigmaGaussian(), DataSpec(3, 16, 16)).train()
     x = torch.rand(4, 1, 3, 16, 16)
     model({"frames": x})
     model.commit_step(True)

@@ -70,18 +70,32 @@ def test_default_config_matches_paper_baseline() -> None:
 
 
 @pytest.mark.parametrize(
-    "spec, cfg, match",
+    "spec, match",
     [
-        (DataSpec(3, 32, 16), HVAEConfig(), "square"),
-        (DataSpec(3, 20, 20), HVAEConfig(), "divisible by 8"),
-        (DataSpec(3, 32, 32, seq_len=4), HVAEConfig(), "seq_len"),
-        (DataSpec(3, 32, 32), HVAEConfig(inference="ladder"), "inference"),
-        (DataSpec(3, 32, 32), HVAEConfig(num_layers=0), "num_layers"),
+        (DataSpec(3, 32, 16), "square"),
+        (DataSpec(3, 20, 20), "divisible by 8"),
+        (DataSpec(3, 32, 32, seq_len=4), "seq_len"),
     ],
 )
-def test_build_rejects_unsupported(spec: DataSpec, cfg: HVAEConfig, match: str) -> None:
+def test_build_rejects_unsupported_data(spec: DataSpec, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        build_hvae(cfg, SharedSigmaGaussian(), spec)
+        build_hvae(HVAEConfig(), SharedSigmaGaussian(), spec)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"inference": "ladder"}, "model.inference must be one of bottom_up, top_down, got 'ladder'"),
+        ({"num_layers": 0}, "model.num_layers must be at least 1, got 0"),
+        ({"num_scales": 0}, "model.num_scales must be at least 1, got 0"),
+        ({"blocks": -1}, "model.blocks must be at least 0, got -1"),
+    ],
+)
+def test_config_rejects_bad_settings_when_created(settings: dict, message: str) -> None:
+    """A bad setting is refused by the config itself, before any data or model exists."""
+    with pytest.raises(ValueError) as info:
+        HVAEConfig(**settings)
+    assert str(info.value) == message
 
 
 def test_wrong_frame_shape_is_rejected() -> None:

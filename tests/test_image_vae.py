@@ -6,7 +6,7 @@ import torch
 from seqvae.data.images import ShapesImages
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.gaussian import FixedSigmaGaussian, OptimalSigmaGaussian
-from seqvae.models.conv_vae import ConvVAE
+from seqvae.models.conv_vae import ConvVAE, ConvVAEConfig
 
 STEPS = 120
 
@@ -19,7 +19,7 @@ def _images(n, size, channels, split):
 def _fit(head, train, steps, seed=0):
     torch.manual_seed(seed)
     spec = DataSpec(train.shape[2], train.shape[3], train.shape[4])
-    model = ConvVAE(head, spec, base_channels=16, latent_dim=20)
+    model = ConvVAE(ConvVAEConfig(base_channels=16, latent_dim=20), head, spec)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):

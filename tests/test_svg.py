@@ -25,14 +25,13 @@ def make(prior="learned", skip="last_context", actions=False, backbone="dcgan16"
     """A tiny SVG; ``dcgan16`` is the dcgan64 backbone at a quarter of its width (fast tests)."""
     torch.manual_seed(seed)
     head = head if head is not None else SharedSigmaGaussian()
-    if backbone != "dcgan16":
-        cfg = SVGConfig(backbone=backbone, g_dim=16, z_dim=4, rnn_size=32, predictor_layers=2, n_past=2,
-                        n_future=T - 2, prior=prior, skip=skip, action_conditioned=actions)
-        return build_svg(cfg, head, DataSpec(C, 64, 64, T, A))
-    model = SVG(DCGANEncoder64(16, C, nf=16), DCGANDecoder64(16, head.num_params(C), nf=16), head,
-                spec=DataSpec(C, 64, 64, T, A), g_dim=16, z_dim=4, rnn_size=32, predictor_layers=2, prior_layers=1,
-                posterior_layers=1, n_past=2, n_future=T - 2, n_eval=T - 2, prior=prior,
-                action_dim=A if actions else 0, skip=skip)
+    small = backbone == "dcgan16"
+    cfg = SVGConfig(backbone="dcgan64" if small else backbone, width=16 if small else 64, g_dim=16, z_dim=4,
+                    rnn_size=32, predictor_layers=2, n_past=2, n_future=T - 2, n_eval=T - 2, prior=prior, skip=skip,
+                    action_conditioned=actions)
+    model = SVG(cfg, head, DataSpec(C, 64, 64, T, A))
+    if not small:
+        return model
     return calibrate(model, {"frames": frames(seed=99), "actions": torch.randn(B, T, A)})
 
 
@@ -219,12 +218,26 @@ def test_model_without_actions_ignores_them():
 
 
 def test_build_errors_are_clear():
-    with pytest.raises(ValueError, match="64×64"):
-        build_svg(SVGConfig(backbone="dcgan64"), SharedSigmaGaussian(), DataSpec(3, 32, 32, 12))
-    with pytest.raises(ValueError, match="no actions"):
-        build_svg(SVGConfig(action_conditioned=True), SharedSigmaGaussian(), DataSpec(3, 64, 64, 12, 0))
-    with pytest.raises(ValueError, match="prior"):
-        build_svg(SVGConfig(prior="vamp"), SharedSigmaGaussian(), DataSpec(3, 64, 64, 12))
+    """What needs the data spec is checked when the model meets it (the factory and the class alike)."""
+    for build in (build_svg, SVG):
+        with pytest.raises(ValueError, match="64×64"):
+            build(SVGConfig(backbone="dcgan64"), SharedSigmaGaussian(), DataSpec(3, 32, 32, 12))
+        with pytest.raises(ValueError, match="no actions"):
+            build(SVGConfig(action_conditioned=True), SharedSigmaGaussian(), DataSpec(3, 64, 64, 12, 0))
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"prior": "vamp"}, "model.prior must be one of learned, fixed, none, got 'vamp'"),
+    ({"skip": "first"}, "model.skip must be one of last_context, last_frame, got 'first'"),
+    ({"backbone": "resnet"}, "model.backbone must be one of dcgan64, vgg64, got 'resnet'"),
+    ({"n_past": 0}, "model.n_past must be at least 1, got 0"),
+])
+def test_config_refuses_bad_settings_when_created(settings, message):
+    """A setting the model cannot take is refused by SVGConfig itself, naming the key, before
+    any data or network exists (the model does not check it again)."""
+    with pytest.raises(ValueError) as info:
+        SVGConfig(**settings)
+    assert str(info.value) == message
 
 
 # ----------------------------------------------------------------- sampling
@@ -323,9 +336,9 @@ def test_learns_moving_square():
     """Stated margin: 40 Adam steps of the optimal-σ SVG-LP cut the held-out −ELBO by ≥ 1 nat
     per dimension (σ* tracks the MSE, so this needs sharper predictions, not just a new σ)."""
     torch.manual_seed(0)
-    model = SVG(DCGANEncoder64(16, 1, nf=16), DCGANDecoder64(16, 1, nf=16), OptimalSigmaGaussian(ema_decay=0.8),
-                spec=DataSpec(1, 64, 64, 4), g_dim=16, z_dim=4, rnn_size=32, predictor_layers=1, prior_layers=1,
-                posterior_layers=1, n_past=2, n_future=2, n_eval=4)
+    cfg = SVGConfig(backbone="dcgan64", width=16, g_dim=16, z_dim=4, rnn_size=32, predictor_layers=1, n_past=2,
+                    n_future=2, n_eval=4)
+    model = SVG(cfg, OptimalSigmaGaussian(ema_decay=0.8), DataSpec(1, 64, 64, 4))
     train, test = moving_squares(64, 4, seed=0), moving_squares(16, 4, seed=1)
 
     def held_out() -> tuple[float, float]:

@@ -26,13 +26,13 @@ def run_one(head_name: str, batch: int, size: int, steps: int, warmup: int, thre
     import seqvae.components  # noqa: F401
     from seqvae import amp
     from seqvae.data.spec import DataSpec
-    from seqvae.models.conv_vae import ConvVAE
+    from seqvae.models.conv_vae import ConvVAE, ConvVAEConfig
     from seqvae.registry import LIKELIHOODS
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     head = LIKELIHOODS.build(LIKELIHOODS.config_class(head_name)())
-    model = ConvVAE(head, DataSpec(3, size, size), base_channels=32, latent_dim=20)
+    model = ConvVAE(ConvVAEConfig(base_channels=32, latent_dim=20), head, DataSpec(3, size, size))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     frames = torch.randint(0, 256, (batch, 1, 3, size, size)).float() / 255
     dtype = amp.resolve(precision, torch.device("cpu"))

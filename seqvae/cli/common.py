@@ -1,4 +1,4 @@
-"""What several commands share: the default device and the precision choices."""
+"""What several commands share: the default device and how a command names its model."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,6 @@ from pathlib import Path
 import torch
 
 DEFAULT_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 
 
 def add_model_arguments(p) -> None:

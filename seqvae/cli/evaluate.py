@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from seqvae.cli.common import DEFAULT_DEVICE, PRECISIONS, add_model_arguments, model_folder
+from seqvae.amp import PRECISIONS
+from seqvae.cli.common import DEFAULT_DEVICE, add_model_arguments, model_folder
 from seqvae.io import atomic_write_text, new_folder
 from seqvae.models.base import is_video_model
 

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqvae.cli.common import DEFAULT_DEVICE, PRECISIONS, add_model_arguments, model_folder
+from seqvae.amp import PRECISIONS
+from seqvae.cli.common import DEFAULT_DEVICE, add_model_arguments, model_folder
 from seqvae.cli.inputs import frames_to_model_layout, load_actions, load_npz
 from seqvae.io import frames_to_float, to_uint8
 from seqvae.models.base import is_video_model

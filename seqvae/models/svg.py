@@ -65,8 +65,11 @@ class SVGConfig(ComponentConfig):
     skip: str = "last_context"         # last_context (SVG) | last_frame (most recent frame's skips)
 
     def __post_init__(self) -> None:
+        """Every check of these settings (the model checks only what needs the data spec)."""
         require_at_least(self, "model", 1, "width", "g_dim", "z_dim", "rnn_size", "predictor_layers", "prior_layers",
                          "posterior_layers", "n_past", "n_future", "n_eval")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"model.backbone must be one of {', '.join(sorted(BACKBONES))}, got {self.backbone!r}")
         if self.prior not in PRIORS:
             raise ValueError(f"model.prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
         if self.skip not in SKIPS:
@@ -121,26 +124,33 @@ class SVG(SequenceVAE):
     ``torch.Generator``; likelihoods and KLs are float32 under autocast.
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: LikelihoodHead, *,
-                 spec: DataSpec, g_dim: int, z_dim: int, rnn_size: int, predictor_layers: int,
-                 prior_layers: int, posterior_layers: int, n_past: int, n_future: int, n_eval: int,
-                 prior: str = "learned", action_dim: int = 0, skip: str = "last_context") -> None:
+    def __init__(self, cfg: SVGConfig, head: LikelihoodHead, spec: DataSpec) -> None:
+        """Build the model ``cfg`` describes for frames of ``spec`` (64×64; actions of
+        ``spec.action_dim`` when ``cfg.action_conditioned``) with likelihood ``head``: the
+        decoder emits ``head.num_params(C)`` channels. ``cfg`` is checked by its own
+        ``__post_init__``; only what needs the data spec is checked here."""
         super().__init__()
-        if prior not in PRIORS:
-            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
-        if skip not in SKIPS:
-            raise ValueError(f"skip must be one of {SKIPS}, got {skip!r}")
-        if n_past < 1:
-            raise ValueError(f"n_past must be at least 1, got {n_past}")
-        self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
+        if (spec.height, spec.width) != (64, 64):
+            raise ValueError(f"model 'svg' ({cfg.backbone}) needs 64×64 frames, the data are "
+                             f"{spec.height}×{spec.width}: resize the data set to 64×64")
+        if cfg.action_conditioned and spec.action_dim == 0:
+            raise ValueError("model.action_conditioned=true but the data set has no actions (action_dim 0)")
+        self.cfg = cfg
         self.spec = spec  # frame shape (and actions) the model was built for; checked against the data
-        self.channels, self.g_dim, self.rnn_size = spec.channels, g_dim, rnn_size
-        self.z_dim = z_dim if prior != "none" else 0
-        self.n_past, self.n_future, self.n_eval = n_past, n_future, n_eval
-        self.prior_kind, self.action_dim, self.skip = prior, action_dim, skip
-        self.predictor = LSTM(g_dim + self.z_dim + action_dim, g_dim, rnn_size, predictor_layers)
-        self.posterior = GaussianLSTM(g_dim + action_dim, z_dim, rnn_size, posterior_layers) if prior != "none" else None
-        self.prior = GaussianLSTM(g_dim + action_dim, z_dim, rnn_size, prior_layers) if prior == "learned" else None
+        # what rollouts, evaluation and planning read (VideoPredictor), derived from cfg and spec
+        self.channels, self.g_dim, self.rnn_size = spec.channels, cfg.g_dim, cfg.rnn_size
+        self.z_dim = cfg.z_dim if cfg.prior != "none" else 0
+        self.n_past, self.n_future, self.n_eval = cfg.n_past, cfg.n_future, cfg.n_eval
+        self.prior_kind, self.skip = cfg.prior, cfg.skip
+        self.action_dim = spec.action_dim if cfg.action_conditioned else 0
+        encoder_cls, decoder_cls = BACKBONES[cfg.backbone]
+        self.encoder = encoder_cls(cfg.g_dim, spec.channels, nf=cfg.width)
+        self.decoder = decoder_cls(cfg.g_dim, head.num_params(spec.channels), nf=cfg.width)
+        self.likelihood = head
+        g, z, a, rnn = cfg.g_dim, self.z_dim, self.action_dim, cfg.rnn_size
+        self.predictor = LSTM(g + z + a, g, rnn, cfg.predictor_layers)
+        self.posterior = GaussianLSTM(g + a, cfg.z_dim, rnn, cfg.posterior_layers) if cfg.prior != "none" else None
+        self.prior = GaussianLSTM(g + a, cfg.z_dim, rnn, cfg.prior_layers) if cfg.prior == "learned" else None
 
     # ------------------------------------------------------------------ pieces
     def init_state(self, batch_size: int, device: torch.device | str, dtype: torch.dtype = torch.float32) -> SVGState:
@@ -346,20 +356,5 @@ class SVG(SequenceVAE):
 
 @MODELS.register("svg", SVGConfig)
 def build_svg(cfg: SVGConfig, head: LikelihoodHead, spec: DataSpec) -> SVG:
-    """Build SVG for 64×64 frames of ``spec``; the decoder emits ``head.num_params(C)`` channels."""
-    if (spec.height, spec.width) != (64, 64):
-        raise ValueError(f"model 'svg' ({cfg.backbone}) needs 64×64 frames, the data are "
-                         f"{spec.height}×{spec.width}: resize the data set to 64×64")
-    if cfg.backbone not in BACKBONES:
-        raise ValueError(f"model.backbone must be one of {sorted(BACKBONES)}, got {cfg.backbone!r}")
-    if cfg.action_conditioned and spec.action_dim == 0:
-        raise ValueError("model.action_conditioned=true but the data set has no actions (action_dim 0)")
-    encoder_cls, decoder_cls = BACKBONES[cfg.backbone]
-    widths = {"nf": cfg.width}
-    return SVG(
-        encoder_cls(cfg.g_dim, spec.channels, **widths), decoder_cls(cfg.g_dim, head.num_params(spec.channels), **widths), head,
-        spec=spec, g_dim=cfg.g_dim, z_dim=cfg.z_dim, rnn_size=cfg.rnn_size,
-        predictor_layers=cfg.predictor_layers, prior_layers=cfg.prior_layers,
-        posterior_layers=cfg.posterior_layers, n_past=cfg.n_past, n_future=cfg.n_future, n_eval=cfg.n_eval,
-        prior=cfg.prior, action_dim=spec.action_dim if cfg.action_conditioned else 0, skip=cfg.skip,
-    )
+    """The registered factory: :class:`SVG` for 64×64 frames of ``spec``."""
+    return SVG(cfg, head, spec)
