@@ -12,7 +12,6 @@ import functools
 
 import torch
 
-
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")   # the one list: train.precision, --precision choices, resolve
 
 

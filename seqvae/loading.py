@@ -15,7 +15,6 @@ from seqvae.config import ConfigError, RunConfig, apply_overrides, config_change
 from seqvae.data.spec import DataSpec
 from seqvae.models.base import SequenceVAE
 
-
 PRETRAINED_PREFIX = "pretrained:"
 
 

@@ -16,8 +16,14 @@ import torch
 from tfrecord import TFRecordWriter
 from torch.utils.data import DataLoader
 
-from seqvae.data.bair import (BairConfig, BairEvalDataset, BairTrainDataset, CorruptRecordError, build_bair,
-                              scan_tfrecord)
+from seqvae.data.bair import (
+    BairConfig,
+    BairEvalDataset,
+    BairTrainDataset,
+    CorruptRecordError,
+    build_bair,
+    scan_tfrecord,
+)
 from seqvae.registry import DATASETS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,11 +22,11 @@ import torch
 from torch.utils.data import Dataset
 
 import seqvae.training.session as train_module
-from seqvae.training import train
 from seqvae.checkpoint import load_checkpoint
 from seqvae.config import RunConfig
 from seqvae.data.images import _CHANNELS, _DEFAULT_SIZE, ShapesImages
 from seqvae.data.spec import DataSpec
+from seqvae.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "plan")  # run configs

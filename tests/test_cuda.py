@@ -17,11 +17,11 @@ import json
 import pytest
 import torch
 
-from seqvae.loading import load_model
-from seqvae.config import RunConfig, apply_overrides
+from seqvae.config import RunConfig
 from seqvae.control.rollout import rollout
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.gaussian import OptimalSigmaGaussian
+from seqvae.loading import load_model
 from seqvae.models.svg import SVGConfig, build_svg
 from seqvae.training import train
 

@@ -99,8 +99,8 @@ def test_seqvae_eval_on_a_video_checkpoint(tmp_path, capsys, monkeypatch):
     result = json.loads((tmp_path / "eval.json").read_text())
     # the copy-last baseline is the PSNR of the last context frame against the 4 test sequences' futures
     from seqvae.build import build_data
-    from seqvae.loading import load_model
     from seqvae.evaluation.metrics import psnr
+    from seqvae.loading import load_model
 
     model, cfg, _ = load_model(tmp_path / "run")
     frames = torch.stack([build_data(cfg, "test")[i]["frames"] for i in range(4)]).float() / 255

@@ -219,8 +219,8 @@ def _analyze(argv: list[str]) -> dict:
 
 def test_analyze_command(sweep, tmp_path, capsys):
     from seqvae.build import build_data
-    from seqvae.loading import load_model
     from seqvae.evaluation.metrics import MissingWeightsError
+    from seqvae.loading import load_model
 
     run = sweep / "runs" / "beta_0.01"
     out_json = tmp_path / "analysis.json"
@@ -257,8 +257,8 @@ def test_fid_plumbing_when_weights_exist(sweep, monkeypatch, capsys):
     a stand-in statistic of the two image sets; the plumbing around it is what is checked.
     """
     import seqvae.evaluation.fid
-    from seqvae.evaluation.images import prior_samples, real_images, to_uint8
     from seqvae.build import build_data
+    from seqvae.evaluation.images import prior_samples, real_images, to_uint8
     from seqvae.loading import load_model
 
     seen = []

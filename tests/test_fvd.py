@@ -17,10 +17,9 @@ import pytest
 import torch
 
 from seqvae.evaluation import fvd as fvd_mod
-from seqvae.evaluation.fid import frechet_distance, feature_statistics
+from seqvae.evaluation.fid import feature_statistics, frechet_distance
 from seqvae.evaluation.fvd import (
     I3D_INSTALL,
-    convert_i3d_checkpoint,
     fvd_from_features,
     i3d_weights_path,
     load_i3d,

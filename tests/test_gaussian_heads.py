@@ -6,7 +6,11 @@ import torch
 from torch.distributions import Normal
 
 from seqvae.likelihoods.gaussian import (
-    FixedSigmaGaussian, OptimalSigmaGaussian, PerPixelSigmaGaussian, SharedSigmaGaussian, ema_decay_at, gaussian_nll,
+    FixedSigmaGaussian,
+    OptimalSigmaGaussian,
+    PerPixelSigmaGaussian,
+    SharedSigmaGaussian,
+    gaussian_nll,
     soft_clip,
 )
 

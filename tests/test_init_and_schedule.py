@@ -6,18 +6,18 @@ import math
 
 import pytest
 import torch
+from tiny_runs import TINY_IMAGE_RUN
 
 from seqvae import pretrained
 from seqvae.build import build_data, build_model
-from seqvae.loading import load_model
 from seqvae.checkpoint import load_checkpoint
 from seqvae.cli import main as cli_main
 from seqvae.config import ConfigError, RunConfig, apply_overrides
 from seqvae.data.spec import DataSpec
-from seqvae.training.lr_schedule import learning_rate
+from seqvae.loading import load_model
 from seqvae.training import train
+from seqvae.training.lr_schedule import learning_rate
 from seqvae.training.session import initialize_from
-from tiny_runs import TINY_IMAGE_RUN
 
 
 def _cfg(tmp_path, name, *overrides):

@@ -17,7 +17,6 @@ import torch
 from seqvae.evaluation.latents import (
     analyze_latents,
     collect_posteriors,
-    kl_per_example,
     log_aggregate_posterior,
     marginal_kl,
     mutual_information,

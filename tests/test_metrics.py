@@ -15,6 +15,7 @@ import pytest
 import torch
 from pytorch_msssim import ssim as msssim_ssim
 
+from seqvae.evaluation.curves import best_of_n, save_curves
 from seqvae.evaluation.fid import (
     INCEPTION_URL,
     compute_fid,
@@ -24,7 +25,6 @@ from seqvae.evaluation.fid import (
     inception_features,
     load_inception,
 )
-from seqvae.evaluation.curves import best_of_n, save_curves
 from seqvae.evaluation.metrics import LPIPS, MissingWeightsError, psnr, ssim
 
 

@@ -3,11 +3,10 @@ frozen last context frame moves none, and the best sample is the one that moved.
 import pytest
 import torch
 
-from seqvae.worlds.pusher.dataset import PusherDataConfig, PusherDataset
 from seqvae.data.spec import DataSpec
-from seqvae.worlds.pusher.world import PusherConfig
+from seqvae.worlds.pusher.dataset import PusherDataConfig, PusherDataset
 from seqvae.worlds.pusher.motion import object_motion, track_objects
-
+from seqvae.worlds.pusher.world import PusherConfig
 
 N_CTX, T = 2, 14
 

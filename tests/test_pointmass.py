@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from seqvae import registry
-from seqvae.control.harness import PlanEvalConfig, evaluate_planning
 from seqvae.control.cem import CEMConfig
+from seqvae.control.harness import PlanEvalConfig, evaluate_planning
 from seqvae.worlds.pointmass.dataset import PointMassDataConfig, PointMassDataset
 from seqvae.worlds.pointmass.world import PointMassConfig, PointMassEnv, locate_mass, render, step
 

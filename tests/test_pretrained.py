@@ -3,15 +3,14 @@ the config in their metadata."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import pytest
 import torch
 
 from seqvae import pretrained
 from seqvae.build import build_data, build_model
-from seqvae.loading import load_model
 from seqvae.config import RunConfig
+from seqvae.loading import load_model
 
 RAW = {"data": {"name": "pusher", "seq_len": 5, "num_test": 4, "action_conditioned": True},
        "model": {"name": "svg", "backbone": "dcgan64", "width": 8, "g_dim": 16, "z_dim": 2, "rnn_size": 16,

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from seqvae.registry import DATASETS
+from seqvae.worlds.pusher.dataset import PusherDataConfig, PusherDataset, item_seed
 from seqvae.worlds.pusher.policy import episode_uniforms, sample_episodes
 from seqvae.worlds.pusher.sim import PusherSim
 from seqvae.worlds.pusher.world import GRIPPER_INNER, PusherConfig, PusherState
-from seqvae.worlds.pusher.dataset import PusherDataConfig, PusherDataset, item_seed
-from seqvae.registry import DATASETS
 
 CFG = PusherConfig()
 
@@ -344,9 +344,9 @@ def test_checkpoints_with_the_flat_pre_nesting_config_still_load(tmp_path):
     from dataclasses import asdict
 
     from seqvae.build import build_model
-    from seqvae.loading import load_model
     from seqvae.checkpoint import save_checkpoint
     from seqvae.config import RunConfig
+    from seqvae.loading import load_model
 
     raw = {"data": {"name": "pusher", "seq_len": 4, "num_test": 4, "world": {"num_objects": 2, "gripper_radius": 0.18}},
            "model": {"name": "svg", "backbone": "dcgan64", "width": 8, "g_dim": 16, "z_dim": 2, "rnn_size": 16,

@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 from seqvae import render
-from seqvae.render.panels import BORDER
 from seqvae.render import (
     CONTEXT_COLOR,
     PREDICTED_COLOR,
@@ -26,6 +25,7 @@ from seqvae.render import (
     write_png_grid,
     write_video,
 )
+from seqvae.render.panels import BORDER
 
 MP4_MEAN_TOL = 3.0    # mean |error| in grey levels after H.264 (crf 12, yuv420p) on smooth content
 MP4_P99_TOL = 10      # 99% of values within this; only colour edges (4:2:0 chroma) go further

@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
+from seqvae.control.rollout import RolloutResult, auto_max_batch, rollout
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.gaussian import OptimalSigmaGaussian
 from seqvae.models.svg import SVG, SVGConfig, build_svg
-from seqvae.control.rollout import RolloutResult, auto_max_batch, rollout
 
 B, N_CTX, HORIZON, A, S = 2, 2, 3, 2, 2
 # Different batch sizes may run different oneDNN convolution kernels (other summation

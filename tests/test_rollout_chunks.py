@@ -2,9 +2,9 @@
 padded rows that never change the real rows' results (checked eagerly on CPU)."""
 import pytest
 import torch
+from test_rollout import N_CTX, A, gen, tiny_svg
 
 from seqvae.control.rollout import CHUNK_BUCKETS, plan_chunks, rollout
-from test_rollout import A, N_CTX, gen, tiny_svg
 
 
 def test_plan_chunks_covers_rows_with_few_fixed_sizes():

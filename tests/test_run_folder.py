@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny_runs import TINY_IMAGE_RUN
 
 from seqvae.checkpoint import load_checkpoint
 from seqvae.cli import main as cli_main
-from tiny_runs import TINY_IMAGE_RUN
-
 from seqvae.config import ConfigError, RunConfig, apply_overrides
 from seqvae.training import train
 

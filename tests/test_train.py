@@ -1,22 +1,20 @@
 """The one training loop: exact resume, DDP equivalence, and clear errors on bad input."""
 import json
 import math
-import os
 
 import pytest
 import torch
 import torch.distributed as tdist
 import torch.multiprocessing as mp
 from PIL import Image
-
-from seqvae.build import build_model
-from seqvae.loading import load_model
-from seqvae.checkpoint import CheckpointError, load_checkpoint
-from seqvae.cli import main as cli_main
 from tiny_runs import TINY_IMAGE_RUN
 
+from seqvae.build import build_model
+from seqvae.checkpoint import CheckpointError, load_checkpoint
+from seqvae.cli import main as cli_main
 from seqvae.config import ConfigError, RunConfig, apply_overrides
 from seqvae.data.spec import DataSpec
+from seqvae.loading import load_model
 from seqvae.training import RunFolderError, train
 from seqvae.training.update_guard import UpdatesSkippedError
 

@@ -2,17 +2,17 @@
 command (issue 11, items 11 and 12): bad YAML, values the loop cannot run with, a file in
 the way or a full disk, weights that do not fit, unsafe or empty checkpoint files."""
 import errno
-import re
 import os
+import re
 
 import pytest
 import torch
 import yaml
 
-from seqvae.loading import load_model
 from seqvae.checkpoint import CheckpointError, load_checkpoint
 from seqvae.cli import main as cli_main
 from seqvae.config import ConfigError, RunConfig, apply_overrides
+from seqvae.loading import load_model
 from seqvae.training import train
 
 BASE = {

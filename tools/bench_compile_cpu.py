@@ -8,11 +8,16 @@ Measured (2 shared cores under other load, one thread), ratios within one run:
 * before, with a graph break at every LSTM (8 graphs): 117 s compile, 27.2 vs 44.9 ms: ratio 0.61.
 The compile cost is why train.compile is off on CPU by default.
 """
-import time, copy, torch
+import copy
+import time
+
+import torch
+
 from seqvae import compiled
-from seqvae.models.svg import SVGConfig, build_svg
-from seqvae.likelihoods.gaussian import OptimalSigmaGaussian
 from seqvae.data.spec import DataSpec
+from seqvae.likelihoods.gaussian import OptimalSigmaGaussian
+from seqvae.models.svg import SVGConfig, build_svg
+
 torch.manual_seed(0)
 m = build_svg(SVGConfig(backbone="dcgan64", width=8, g_dim=16, z_dim=4, rnn_size=16, n_past=2, n_future=2), OptimalSigmaGaussian(), DataSpec(3,64,64,4,0))
 x = torch.rand(4,4,3,64,64)
@@ -26,5 +31,6 @@ me = copy.deepcopy(m); mc = copy.deepcopy(m)
 e = run(me, me, 23)
 c = run(mc, compiled.compile_step(mc), 23)
 import statistics as st
+
 print("compile (first step) s:", round(c[0],1), "graphs:", compiled.graph_count())
 print("eager median step ms:", round(1e3*st.median(e[3:]),1), "compiled median step ms:", round(1e3*st.median(c[3:]),1), "ratio compiled/eager:", round(st.median(c[3:])/st.median(e[3:]),3))

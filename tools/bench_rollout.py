@@ -24,12 +24,12 @@ import time
 
 import torch
 
+from seqvae.control.cem import CEMConfig, cem_plan
+from seqvae.control.rollout import auto_max_batch, rollout
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.gaussian import OptimalSigmaGaussian
 from seqvae.models.svg import SVGConfig, build_svg
-from seqvae.control.cem import CEMConfig, cem_plan
 from seqvae.worlds.pusher.planning import PusherEnv, TrueSimulatorModel
-from seqvae.control.rollout import auto_max_batch, rollout
 
 N_CTX, ACTION_DIM = 2, 4
 

@@ -30,14 +30,14 @@ from pathlib import Path
 
 import torch
 
-from seqvae.build import build_data
-from seqvae.loading import load_model, model_source
-from seqvae.evaluation.video import evaluate_video
-from seqvae.io import atomic_write_text
-from seqvae.worlds.pusher.motion import ObjectMotionMetric
 from seqvae import pretrained, registry
+from seqvae.build import build_data
 from seqvae.cli.plan import load_plan_config
 from seqvae.control.harness import describe_protocol, evaluate_planning
+from seqvae.evaluation.video import evaluate_video
+from seqvae.io import atomic_write_text
+from seqvae.loading import load_model, model_source
+from seqvae.worlds.pusher.motion import ObjectMotionMetric
 
 
 def motion_and_frames(model, cfg, sequences: int, samples: int) -> dict:

@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 
 from seqvae import pretrained
-from seqvae.loading import load_model
 from seqvae.checkpoint import CheckpointError
 from seqvae.data.spec import DataSpec
 from seqvae.io import atomic_write_text
+from seqvae.loading import load_model
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

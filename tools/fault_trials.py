@@ -52,8 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from seqvae.checkpoint import CheckpointError, is_temporary, load_checkpoint  # noqa: E402
 from seqvae.cli import main as cli_main  # noqa: E402
-from seqvae.data.bair import (BairConfig, CorruptRecordError, build_bair, scan_tfrecord,  # noqa: E402
-                              write_bair_records)
+from seqvae.data.bair import BairConfig, CorruptRecordError, build_bair, scan_tfrecord, write_bair_records  # noqa: E402
 from seqvae.data.loader import batch_stream  # noqa: E402
 from seqvae.io import is_atomic_temporary  # noqa: E402
 

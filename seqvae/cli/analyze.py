@@ -47,10 +47,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     Returns the figures as a dict (also written to ``--json`` when given).
     """
     from seqvae.build import build_data
-    from seqvae.loading import load_model
     from seqvae.evaluation.fid import inception_weights_path
     from seqvae.evaluation.latents import analyze_latents
     from seqvae.evaluation.metrics import MissingWeightsError
+    from seqvae.loading import load_model
 
     device = torch.device(args.device)
     model, cfg, payload = load_model(args.checkpoint, device, args.overrides)

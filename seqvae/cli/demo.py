@@ -28,18 +28,18 @@ from einops import repeat
 
 from seqvae import pretrained, registry, render
 from seqvae.build import build_data
-from seqvae.loading import load_model
 from seqvae.checkpoint import load_checkpoint
+from seqvae.cli.plan import load_plan_config
 from seqvae.config import RunConfig, find_repo_file
+from seqvae.control.harness import evaluate_planning
 from seqvae.evaluation.curves import best_of_n
 from seqvae.evaluation.metrics import psnr
 from seqvae.evaluation.video import MAX_DB, draw_futures, evaluate_video
 from seqvae.io import atomic_write_text, new_folder
+from seqvae.loading import load_model
 from seqvae.registry import video_metrics_for
 from seqvae.render.report import training_curves, write_index
 from seqvae.training import train
-from seqvae.cli.plan import load_plan_config
-from seqvae.control.harness import evaluate_planning
 
 DEMO_CONFIG = "configs/demo/svg.yaml"
 ACTION_FREE, ACTIONS = "pusher", "pusher-actions"      # the shipped models the demo shows

@@ -84,9 +84,9 @@ def folder_name(protocol: str, split: str, settings: dict[str, Any] | None, cali
 def run(args: argparse.Namespace) -> None:
     from seqvae import amp
     from seqvae.build import build_data
-    from seqvae.loading import load_model, model_source
     from seqvae.evaluation.elbo import calibrate_sigma, evaluate_elbo, evaluation_sigma2
     from seqvae.evaluation.protocols import get_protocol
+    from seqvae.loading import load_model, model_source
 
     device = torch.device(args.device)
     protocol = get_protocol(args.protocol)

@@ -22,8 +22,8 @@ def run(args: argparse.Namespace) -> None:
     """``seqvae rollout``: predict futures from context frames (and candidate actions)."""
     from seqvae import render
     from seqvae.build import build_data
-    from seqvae.loading import load_model, model_source
     from seqvae.control.rollout import rollout
+    from seqvae.loading import load_model, model_source
 
     device = torch.device(args.device)
     sources = [s for s in (args.index is not None, bool(args.npz), bool(args.video)) if s]

@@ -12,8 +12,8 @@ from seqvae.config import ConfigError
 
 
 def run(args: argparse.Namespace) -> None:
-    from seqvae.loading import load_model
     from seqvae.evaluation.images import prior_samples
+    from seqvae.loading import load_model
     from seqvae.render import write_png_grid
 
     model, _, _ = load_model(args.checkpoint, torch.device(args.device))

@@ -53,11 +53,26 @@ from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from seqvae.data.bair_records import (  # noqa: F401  (the record layer, re-exported for users and tools)
-    ACTION_DIM, CHANNELS, DOWNLOAD_SCRIPT, EEF_DIM, FRAME_BYTES, HEIGHT, MAX_ABS_VALUE, STEPS, SUBDIR, WIDTH,
-    CorruptRecordError, decode_example, masked_crc32c, read_record, scan_tfrecord, write_bair_records,
+    ACTION_DIM,
+    CHANNELS,
+    DOWNLOAD_SCRIPT,
+    EEF_DIM,
+    FRAME_BYTES,
+    HEIGHT,
+    MAX_ABS_VALUE,
+    STEPS,
+    SUBDIR,
+    WIDTH,
+    CorruptRecordError,
+    decode_example,
+    masked_crc32c,
+    read_record,
+    scan_tfrecord,
+    write_bair_records,
 )
 from seqvae.data.spec import DataSpec
 from seqvae.registry import DATASETS, ComponentConfig
+
 
 # ---------------------------------------------------------------------- config
 @dataclass

@@ -10,7 +10,6 @@ its official train/valid/test partition.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +20,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from seqvae.registry import ComponentConfig, require_at_least
 from seqvae.data.spec import DataSpec
-from seqvae.registry import DATASETS
+from seqvae.registry import DATASETS, ComponentConfig, require_at_least
 
 SPLITS = ("train", "val", "test")
 

@@ -36,11 +36,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from seqvae.registry import ComponentConfig, require_at_least
 from seqvae.data.spec import DataSpec
 from seqvae.data.video_cache import FrameCache, default_cache_dir
 from seqvae.data.video_decoding import FrameSquarer, VideoDecodeError, _av
-from seqvae.registry import DATASETS
+from seqvae.registry import DATASETS, ComponentConfig, require_at_least
 
 SPLITS = ("train", "val", "test")
 VIDEO_EXTENSIONS = ("mp4", "avi", "mov", "mkv")

@@ -28,8 +28,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqvae.evaluation.weights import MissingWeightsError  # noqa: F401  (what inception_weights_path raises)
-from seqvae.evaluation.weights import WeightsSource, find_weights, hub_checkpoint, load_state_dict_file
+from seqvae.evaluation.weights import (
+    MissingWeightsError,  # noqa: F401  (what inception_weights_path raises)
+    WeightsSource,
+    find_weights,
+    hub_checkpoint,
+    load_state_dict_file,
+)
 
 __all__ = [
     "INCEPTION_URL",

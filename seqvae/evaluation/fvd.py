@@ -32,8 +32,11 @@ from torch import Tensor
 
 from seqvae.evaluation.fid import frechet_distance_features
 from seqvae.evaluation.i3d import MIN_FRAMES, InceptionI3d, flax_to_torch, read_flax_pickle
-from seqvae.evaluation.weights import MissingWeightsError  # noqa: F401  (what i3d_weights_path raises)
-from seqvae.evaluation.weights import WeightsSource, find_weights
+from seqvae.evaluation.weights import (
+    MissingWeightsError,  # noqa: F401  (what i3d_weights_path raises)
+    WeightsSource,
+    find_weights,
+)
 
 __all__ = ["I3D_SIZE", "I3D_INSTALL", "cache_dir", "i3d_source", "i3d_weights_path", "load_i3d",
            "resize_bilinear_tf1", "preprocess_videos", "I3DEmbedder", "fvd_from_features", "compute_fvd"]

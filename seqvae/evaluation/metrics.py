@@ -29,8 +29,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from seqvae.evaluation.weights import (MissingWeightsError, WeightsSource, find_weights, hub_checkpoint,
-                                      load_state_dict_file)
+from seqvae.evaluation.weights import (
+    MissingWeightsError,
+    WeightsSource,
+    find_weights,
+    hub_checkpoint,
+    load_state_dict_file,
+)
 
 __all__ = [
     "MissingWeightsError",

@@ -19,9 +19,8 @@ import torch.nn.functional as F
 from einops import reduce
 from torch import Tensor
 
-from seqvae.registry import ComponentConfig
 from seqvae.likelihoods.base import LikelihoodHead, rand
-from seqvae.registry import LIKELIHOODS
+from seqvae.registry import LIKELIHOODS, ComponentConfig
 
 
 class BernoulliHead(LikelihoodHead):

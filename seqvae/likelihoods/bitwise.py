@@ -18,10 +18,9 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor
 
-from seqvae.registry import ComponentConfig
 from seqvae.likelihoods.base import LikelihoodHead, rand, to_uint8_levels
 from seqvae.likelihoods.categorical import LEVELS, DiscreteHead
-from seqvae.registry import LIKELIHOODS
+from seqvae.registry import LIKELIHOODS, ComponentConfig
 
 BITS = 8
 

@@ -20,9 +20,8 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor
 
-from seqvae.registry import ComponentConfig
 from seqvae.likelihoods.base import LikelihoodHead, rand, to_uint8_levels
-from seqvae.registry import LIKELIHOODS
+from seqvae.registry import LIKELIHOODS, ComponentConfig
 
 LEVELS = 256
 

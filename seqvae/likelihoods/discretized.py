@@ -45,11 +45,10 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-from seqvae.registry import ComponentConfig
 from seqvae.likelihoods.base import LikelihoodHead, rand, randn, to_uint8_levels
 from seqvae.likelihoods.categorical import LEVELS, DiscreteHead
 from seqvae.likelihoods.gaussian import OptimalSigmaGaussian, mean_activation
-from seqvae.registry import LIKELIHOODS
+from seqvae.registry import LIKELIHOODS, ComponentConfig
 
 HALF_BIN = 0.5 / 255.0
 LOG_BIN = math.log(2 * HALF_BIN)            # log of the bin width 1/255

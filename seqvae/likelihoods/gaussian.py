@@ -28,9 +28,8 @@ import torch.nn.functional as F
 from einops import reduce
 from torch import Tensor, nn
 
-from seqvae.registry import ComponentConfig
 from seqvae.likelihoods.base import LOG_2PI, LikelihoodHead, randn
-from seqvae.registry import LIKELIHOODS
+from seqvae.registry import LIKELIHOODS, ComponentConfig
 
 
 def gaussian_nll(x: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:

@@ -26,12 +26,11 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor
 
-from seqvae.registry import ComponentConfig
 from seqvae.likelihoods.base import LikelihoodHead, rand, to_uint8_levels
 from seqvae.likelihoods.categorical import LEVELS, DiscreteHead, gumbel_argmax
 from seqvae.likelihoods.discretized import check_activation, expected_level, logistic_log_mass
 from seqvae.likelihoods.gaussian import mean_activation
-from seqvae.registry import LIKELIHOODS
+from seqvae.registry import LIKELIHOODS, ComponentConfig
 
 
 class DiscretizedLogisticMixture(DiscreteHead):

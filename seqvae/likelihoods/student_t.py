@@ -25,10 +25,9 @@ import torch.nn.functional as F
 from einops import reduce
 from torch import Tensor, nn
 
-from seqvae.registry import ComponentConfig
 from seqvae.likelihoods.base import LikelihoodHead, rand
 from seqvae.likelihoods.gaussian import mean_activation
-from seqvae.registry import LIKELIHOODS
+from seqvae.registry import LIKELIHOODS, ComponentConfig
 
 MIN_DF = 2.0
 

@@ -15,12 +15,11 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from seqvae.registry import ComponentConfig, require_at_least
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.base import LikelihoodHead
 from seqvae.models.base import SingleLatentVAE
 from seqvae.models.output import ELBO, gaussian_kl
-from seqvae.registry import MODELS
+from seqvae.registry import MODELS, ComponentConfig, require_at_least
 
 
 def _conv_out(size: int) -> int:

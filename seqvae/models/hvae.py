@@ -50,13 +50,12 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-from seqvae.registry import ComponentConfig, require_at_least
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.base import LOG_2PI, LikelihoodHead
 from seqvae.likelihoods.gaussian import soft_clip
 from seqvae.models.base import SequenceVAE
 from seqvae.models.output import ELBO, gaussian_kl
-from seqvae.registry import MODELS
+from seqvae.registry import MODELS, ComponentConfig, require_at_least
 
 LOGVAR_MIN = -8.0   # soft lower bound of every latent log-variance (σ ≥ ~0.018)
 LOGVAR_MAX = 2.0    # soft upper bound (σ ≤ ~2.7)

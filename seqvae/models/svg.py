@@ -26,7 +26,6 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from seqvae.registry import ComponentConfig, require_at_least
 from seqvae.data.spec import DataSpec
 from seqvae.likelihoods.base import LikelihoodHead
 from seqvae.models.base import SequenceVAE
@@ -34,7 +33,7 @@ from seqvae.models.output import ELBO, gaussian_kl
 from seqvae.nets.dcgan64 import DCGANDecoder64, DCGANEncoder64
 from seqvae.nets.lstm import LSTM, GaussianLSTM, LSTMState
 from seqvae.nets.vgg64 import VGGDecoder64, VGGEncoder64
-from seqvae.registry import MODELS
+from seqvae.registry import MODELS, ComponentConfig, require_at_least
 
 BACKBONES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
     "dcgan64": (DCGANEncoder64, DCGANDecoder64),

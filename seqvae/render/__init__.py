@@ -29,7 +29,15 @@ from seqvae.render.arrays import to_uint8_frames
 from seqvae.render.figures import prediction_panels, render_prediction
 from seqvae.render.grid import compose_grid, write_panel_grid
 from seqvae.render.panels import (
-    BACKGROUND, CONTEXT_COLOR, PREDICTED_COLOR, TRUTH_COLOR, Layout, Panel, compose, panels_from_batch, plan_layout,
+    BACKGROUND,
+    CONTEXT_COLOR,
+    PREDICTED_COLOR,
+    TRUTH_COLOR,
+    Layout,
+    Panel,
+    compose,
+    panels_from_batch,
+    plan_layout,
 )
 from seqvae.render.writers import read_video, write_gif, write_mp4, write_png_grid, write_video
 

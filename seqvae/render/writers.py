@@ -33,7 +33,7 @@ def write_mp4(path: PathLike, video: ArrayLike, fps: float = 8, crf: int = MP4_C
     smooth content within a couple of grey levels; the file starts playing before it is
     fully downloaded (``+faststart``). Returns the path written.
     """
-    import av   # PyAV only where video is written or read: training and PNG figures do not need it
+    import av  # PyAV only where video is written or read: training and PNG figures do not need it
 
     video = as_viewer_video(video)
     rate = _check_fps(fps)

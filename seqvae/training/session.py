@@ -13,12 +13,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from seqvae import amp, compiled, dist
-from seqvae.build import build_data, build_model
+from seqvae.build import build_data, build_model, weight_mismatch
 from seqvae.checkpoint import load_checkpoint
 from seqvae.config import MODEL_SECTIONS, ConfigError, RunConfig, apply_overrides, config_changes, to_yaml
 from seqvae.data.loader import batch_stream
 from seqvae.io import atomic_write_text
-from seqvae.build import weight_mismatch
 from seqvae.loading import initial_weights
 from seqvae.threads import ThreadGovernor
 from seqvae.training import run_folder

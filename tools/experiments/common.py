@@ -41,10 +41,10 @@ if str(_ROOT) not in sys.path:  # run as a script: make ``seqvae`` importable fr
 
 from seqvae import amp  # noqa: E402
 from seqvae.build import build_data  # noqa: E402
-from seqvae.loading import load_model  # noqa: E402
 from seqvae.checkpoint import load_checkpoint  # noqa: E402
 from seqvae.config import ConfigError, RunConfig, apply_overrides  # noqa: E402
 from seqvae.evaluation.elbo import evaluate_elbo  # noqa: E402
+from seqvae.loading import load_model  # noqa: E402
 from seqvae.registry import LIKELIHOODS  # noqa: E402
 
 __all__ = [

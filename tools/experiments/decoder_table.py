@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         result, model, run_cfg = common.evaluate_run(run_dir, device, args.eval_batches)
         fid = None
         if weights is not None:
-            from seqvae.evaluation.images import sample_fid
             from seqvae.build import build_data
+            from seqvae.evaluation.images import sample_fid
 
             fid = sample_fid(model, build_data(run_cfg, "test"), args.fid_samples, weights, device)
         valid = bool(result["valid_bound"])

@@ -70,10 +70,10 @@ def discover_runs(folder: Path) -> list[Path]:
 
 def analyse_run(run_dir: Path, args: argparse.Namespace, device: torch.device) -> dict[str, Any] | str:
     """One row (rate, MI, marginal KL …) for ``run_dir``, or a string saying why it was skipped."""
-    from seqvae.evaluation.images import split_posteriors
-    from seqvae.models.base import SingleLatentVAE
     from seqvae.build import build_data
+    from seqvae.evaluation.images import split_posteriors
     from seqvae.evaluation.latents import analyze_latents
+    from seqvae.models.base import SingleLatentVAE
 
     result, model, cfg = common.evaluate_run(run_dir, device, args.eval_batches)
     head = cfg.likelihood.name

@@ -9,9 +9,23 @@ from torch import Tensor
 
 from seqvae.worlds.pusher.canvas import Canvas, coverage, patch_size
 from seqvae.worlds.pusher.world import (
-    ARM_COLOR, GRIPPER_INNER, GRIPPER_OUTLINE, TEX_GRAIN_FREQ, TEX_LIGHT_X, TEX_LIGHT_Y, TEX_NOISE_SEED,
-    TEX_OFFSET_U, TEX_OFFSET_V, TEX_PHASE, TEX_SCALE, TEX_STYLE, TEX_VERTICAL, TEX_WARP_AMP, TEX_WARP_FREQ,
-    PusherConfig, PusherState,
+    ARM_COLOR,
+    GRIPPER_INNER,
+    GRIPPER_OUTLINE,
+    TEX_GRAIN_FREQ,
+    TEX_LIGHT_X,
+    TEX_LIGHT_Y,
+    TEX_NOISE_SEED,
+    TEX_OFFSET_U,
+    TEX_OFFSET_V,
+    TEX_PHASE,
+    TEX_SCALE,
+    TEX_STYLE,
+    TEX_VERTICAL,
+    TEX_WARP_AMP,
+    TEX_WARP_FREQ,
+    PusherConfig,
+    PusherState,
 )
 
 

@@ -19,9 +19,27 @@ from torch import Tensor
 
 from seqvae.worlds.pusher import render
 from seqvae.worlds.pusher.world import (
-    EPS, OBJECT_PALETTE, SPAWN_CANDIDATES, TABLE_PALETTE, TEX_GRAIN_FREQ, TEX_LIGHT_X, TEX_LIGHT_Y,
-    TEX_NOISE_SEED, TEX_OFFSET_U, TEX_OFFSET_V, TEX_PHASE, TEX_SCALE, TEX_STYLE, TEX_VERTICAL, TEX_WARP_AMP,
-    TEX_WARP_FREQ, TEXTURE_PARAMS, PusherConfig, PusherState, pick_rows, sq_norm,
+    EPS,
+    OBJECT_PALETTE,
+    SPAWN_CANDIDATES,
+    TABLE_PALETTE,
+    TEX_GRAIN_FREQ,
+    TEX_LIGHT_X,
+    TEX_LIGHT_Y,
+    TEX_NOISE_SEED,
+    TEX_OFFSET_U,
+    TEX_OFFSET_V,
+    TEX_PHASE,
+    TEX_SCALE,
+    TEX_STYLE,
+    TEX_VERTICAL,
+    TEX_WARP_AMP,
+    TEX_WARP_FREQ,
+    TEXTURE_PARAMS,
+    PusherConfig,
+    PusherState,
+    pick_rows,
+    sq_norm,
 )
 
 
