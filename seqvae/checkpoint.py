@@ -94,12 +94,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}; it cannot be loaded")
     if payload["version"] > VERSION:
-        raise CheckpointError(f"{path} was written by a newer seqvae (format version {payload['version']} > {VERSION}); upgrade seqvae")
+        raise CheckpointError(f"{path} was written by a newer seqvae "
+                              f"(format version {payload['version']} > {VERSION}); upgrade seqvae")
     return payload
 
 
 # globals that a tensors-and-plain-data checkpoint legitimately names
-_SAFE_GLOBALS = re.compile(r"(torch|collections|numpy)(\.|$)|builtins\.(set|frozenset|bytearray|slice|complex|int|float)$")
+_SAFE_GLOBALS = re.compile(r"(torch|collections|numpy)(\.|$)|"
+                           r"builtins\.(set|frozenset|bytearray|slice|complex|int|float)$")
 
 
 def _pickled_code(path: Path, err: Exception) -> list[str]:

@@ -43,10 +43,12 @@ class TrainConfig:
 
     out_dir: str = "runs/default"     # run folder: config.yaml, metrics.jsonl, checkpoints, grids
     steps: int = 1000                 # optimizer steps in total
-    time_limit_minutes: float = 0.0   # stop earlier once training has run this long (0: no limit); the stop is a normal end
+    time_limit_minutes: float = 0.0   # stop earlier once training has run this long (0: no limit);
+                                      # the stop is a normal end
     batch_size: int = 32              # per process (DDP: global batch = batch_size * world)
     lr: float = 1e-3                  # Adam learning rate (the peak of the schedule)
-    lr_schedule: str = "constant"     # constant | cosine (to lr * lr_final_fraction at train.steps); seqvae/training/lr_schedule.py
+    lr_schedule: str = "constant"     # constant | cosine (to lr * lr_final_fraction at train.steps);
+                                      # seqvae/training/lr_schedule.py
     lr_warmup_steps: int = 0          # linear warm-up steps at the start (0: none)
     lr_final_fraction: float = 0.1    # cosine: the last step's rate as a fraction of train.lr
     init_from: str = ""               # start from these model weights (fresh optimizer, step 0): a checkpoint or run
@@ -59,11 +61,14 @@ class TrainConfig:
                                       # the names are seqvae.amp.PRECISIONS)
     # Which updates are applied (seqvae/update_guard.py). The loss is summed over every pixel, so
     # gradient norms grow with image size: the skip rule is relative to the run's own history.
-    grad_clip: float = 0.0            # clip the global grad norm to this absolute value (0: off); clipped_frac is logged per window, with a warning once most updates are clipped
-    skip_grad_factor: float = 10.0    # skip an update whose grad norm exceeds this × the median of recent accepted norms (0: off); non-finite norms are always skipped
+    grad_clip: float = 0.0            # clip the global grad norm to this absolute value (0: off); clipped_frac is
+                                      # logged per window, with a warning once most updates are clipped
+    skip_grad_factor: float = 10.0    # skip an update whose grad norm exceeds this × the median of recent accepted
+                                      # norms (0: off); non-finite norms are always skipped
     skip_warmup: int = 50             # accepted updates before the relative rule applies (the median needs a history)
     skip_window: int = 100            # accepted norms the running median looks back on
-    skip_grad_norm_abs: float = 0.0   # also skip above this ABSOLUTE norm (0: off); it does not carry across image sizes
+    skip_grad_norm_abs: float = 0.0   # also skip above this ABSOLUTE norm (0: off); it does not carry across
+                                      # image sizes
     max_consecutive_skips: int = 50   # stop with an error (exit 2) after this many skipped updates in a row (0: never)
     seed: int = 0                     # global seed; each rank uses seed * world + rank
     num_workers: int = 0              # DataLoader workers per process
@@ -74,7 +79,8 @@ class TrainConfig:
     checkpoint_every: int = 500       # steps between checkpoints (the last step always writes one)
     threads: int = 0                  # torch CPU threads (0: chosen from measured step times, seqvae.threads)
     channels_last: bool = False       # channels_last memory format (pays on GPU convs)
-    compile: bool | None = None       # torch.compile the forward + loss (null: on for CUDA, off on CPU; seqvae.compiled)
+    compile: bool | None = None       # torch.compile the forward + loss (null: on for CUDA, off on CPU;
+                                      # seqvae.compiled)
     tensorboard: bool = False         # also log to TensorBoard when the package is installed
 
     def __post_init__(self) -> None:
@@ -102,9 +108,9 @@ class TrainConfig:
 
 
 _ZERO_MEANS = {"time_limit_minutes": "no limit", "weight_decay": "none", "lr_warmup_steps": "no warm-up",
-               "eval_every": "only at the end", "eval_batches": "the whole test split", "image_every": "only at the end",
-               "checkpoint_every": "only at the end", "num_workers": "load in the main process",
-               "threads": "chosen from measured step times"}
+               "eval_every": "only at the end", "eval_batches": "the whole test split",
+               "image_every": "only at the end", "checkpoint_every": "only at the end",
+               "num_workers": "load in the main process", "threads": "chosen from measured step times"}
 
 
 @dataclass

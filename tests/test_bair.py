@@ -369,7 +369,8 @@ def fake_server(payload: bytes, honour_range: bool = True):
             if start >= len(payload):
                 raise urllib.error.HTTPError(request.full_url, 416, "Range Not Satisfiable",
                                              {"Content-Range": f"bytes */{len(payload)}"}, None)
-            return FakeResponse(payload[start:], 206, {"Content-Range": f"bytes {start}-{len(payload) - 1}/{len(payload)}"})
+            return FakeResponse(payload[start:], 206,
+                                {"Content-Range": f"bytes {start}-{len(payload) - 1}/{len(payload)}"})
         return FakeResponse(payload, 200, {"Content-Length": str(len(payload))})
     return urlopen
 

@@ -268,7 +268,8 @@ def test_fid_plumbing_when_weights_exist(sweep, monkeypatch, capsys):
         seen.append((a, b))
         return float((a.float().mean() - b.float().mean()).abs())
 
-    monkeypatch.setattr(seqvae.evaluation.fid, "inception_weights_path", lambda path=None, download=False: "inception.pth")
+    monkeypatch.setattr(seqvae.evaluation.fid, "inception_weights_path",
+                        lambda path=None, download=False: "inception.pth")
     monkeypatch.setattr(seqvae.evaluation.fid, "compute_fid", fake_fid)
     run = sweep / "runs" / "optimal_sigma"
     result = _analyze([str(run), "--max-examples", "16", "--num-samples", "100", "--device", "cpu",
@@ -284,7 +285,8 @@ def test_fid_plumbing_when_weights_exist(sweep, monkeypatch, capsys):
 def test_fid_column_filled_when_weights_exist(tmp_path, monkeypatch):
     import seqvae.evaluation.fid
 
-    monkeypatch.setattr(seqvae.evaluation.fid, "inception_weights_path", lambda path=None, download=False: "inception.pth")
+    monkeypatch.setattr(seqvae.evaluation.fid, "inception_weights_path",
+                        lambda path=None, download=False: "inception.pth")
     monkeypatch.setattr(seqvae.evaluation.fid, "compute_fid",
                         lambda a, b, **kw: float((a.float().mean() - b.float().mean()).abs()))
     out = tmp_path / "fid"

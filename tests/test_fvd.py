@@ -57,7 +57,8 @@ def _flax_tree(model: InceptionI3d, seed: int = 0) -> dict:
         *path, leaf = name.split(".")
         if leaf == "weight":
             out, cin, kt, kh, kw = tensor.shape
-            put(params, [*path, "Conv_0"], "kernel", rng.normal(0, (cin * kt * kh * kw) ** -0.5, (kt, kh, kw, cin, out)))
+            put(params, [*path, "Conv_0"], "kernel",
+                rng.normal(0, (cin * kt * kh * kw) ** -0.5, (kt, kh, kw, cin, out)))
         elif leaf == "bias":
             put(params, [*path, "Conv_0"], "bias", rng.normal(0, 0.1, tensor.shape))
         elif leaf == "bn_bias":

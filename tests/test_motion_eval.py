@@ -30,7 +30,8 @@ def motion(episodes, samples):
 
 def test_tracking_the_true_frames_follows_the_true_positions(episodes):
     tracks = track_objects(episodes["truth"], episodes["object_color"], episodes["object_pos"][:, 0])
-    error = (tracks - episodes["object_pos"][:, 1:]).norm(dim=-1)[episodes["object_mask"][:, None].expand_as(tracks[..., 0])]
+    error = (tracks - episodes["object_pos"][:, 1:]).norm(dim=-1)[
+        episodes["object_mask"][:, None].expand_as(tracks[..., 0])]
     assert error.mean() < 0.05 and error.max() < 0.15        # objects are 0.2 table units in radius
 
 
@@ -84,8 +85,9 @@ class CopyLastFrame(torch.nn.Module):
 def test_evaluation_over_a_split_is_the_same_whatever_the_batching():
     from seqvae.worlds.pusher.motion import evaluate_object_motion
 
-    ds = PusherDataset(PusherDataConfig(seq_len=T, num_test=20, world=PusherConfig(num_objects=2, gripper_radius=0.18,
-                                                                                  object_radius=0.2, texture_contrast=0.35)), "test")
+    ds = PusherDataset(PusherDataConfig(seq_len=T, num_test=20,
+                                        world=PusherConfig(num_objects=2, gripper_radius=0.18, object_radius=0.2,
+                                                           texture_contrast=0.35)), "test")
     cpu = torch.device("cpu")
     a = evaluate_object_motion(CopyLastFrame(), ds, n_samples=2, n_sequences=13, batch_size=3, device=cpu)
     b = evaluate_object_motion(CopyLastFrame(), ds, n_samples=2, n_sequences=13, batch_size=8, device=cpu)

@@ -40,7 +40,8 @@ def tiny_svg(actions: bool = True, prior: str = "learned") -> SVG:
             m.reset_running_stats()
             m.momentum = None
     model.train()
-    batch = {"frames": torch.rand(4, 5, 3, 64, 64, generator=gen(9)), "actions": 2 * torch.randn(4, 5, A, generator=gen(8))}
+    batch = {"frames": torch.rand(4, 5, 3, 64, 64, generator=gen(9)),
+             "actions": 2 * torch.randn(4, 5, A, generator=gen(8))}
     with torch.no_grad():
         model(batch, generator=gen(7))
     # Make actions and latents matter visibly (a trained model's predictor uses them).
@@ -129,7 +130,8 @@ def test_costs_equal_cost_fn_of_the_returned_frames(model):
 
     out = rollout(model, ctx, acts, S, generator=gen(5), cost_fn=cost_fn, max_batch=4)
     expected = ((out.frames[:, :, :, -1] - goals[:, None, None]) ** 2).mean(dim=(-3, -2, -1))
-    expected = expected + 10.0 * torch.arange(B)[:, None, None] + 100.0 * torch.arange(3)[:, None] + 1000.0 * torch.arange(S)
+    expected = (expected + 10.0 * torch.arange(B)[:, None, None] + 100.0 * torch.arange(3)[:, None]
+                + 1000.0 * torch.arange(S))
     assert out.costs.shape == (B, 3, S)
     torch.testing.assert_close(out.costs, expected, rtol=1e-6, atol=1e-5)
     assert len(seen_rows) == 3  # 12 rollouts in chunks of 4
@@ -318,12 +320,14 @@ def test_rollout_command_errors(tmp_path):
     np.savez(tmp_path / "ctx.npz", frames=np.zeros((3, 3, 64, 64), np.uint8))
     np.savez(tmp_path / "a3.npz", actions=np.zeros((2, 4, 3), np.float32))
     with pytest.raises(ValueError, match="have 3 dimensions but the model takes 2"):
-        run_cli(["rollout", str(ckpt), "--npz", str(tmp_path / "ctx.npz"), "--actions", str(tmp_path / "a3.npz"), *base])
+        run_cli(["rollout", str(ckpt), "--npz", str(tmp_path / "ctx.npz"),
+                 "--actions", str(tmp_path / "a3.npz"), *base])
     with pytest.raises(ValueError, match="pass --actions"):
         run_cli(["rollout", str(ckpt), "--npz", str(tmp_path / "ctx.npz"), *base])
     np.savez(tmp_path / "a2.npz", actions=np.zeros((4, 2), np.float32))
     with pytest.raises(ValueError, match="not action-conditioned"):
-        run_cli(["rollout", str(free), "--npz", str(tmp_path / "ctx.npz"), "--actions", str(tmp_path / "a2.npz"), *base])
+        run_cli(["rollout", str(free), "--npz", str(tmp_path / "ctx.npz"),
+                 "--actions", str(tmp_path / "a2.npz"), *base])
     with pytest.raises(ValueError, match="out of range"):
         run_cli(["rollout", str(ckpt), "--index", "99", *base])
     # an action-free model needs only a horizon

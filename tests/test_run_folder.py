@@ -226,7 +226,8 @@ def test_metrics_past_the_checkpoint_are_dropped_on_resume(tmp_path):
 def test_stale_temporary_files_are_removed_on_start(tmp_path):
     run = tmp_path / "run"
     train(_cfg(run), progress=False)
-    stale = [run / ".checkpoint.pt.k3x_9abc.tmp", run / ".config.0123abcd.tmp.yaml", run / "images" / ".step_0000006_samples.89abcdef.tmp.png"]
+    stale = [run / ".checkpoint.pt.k3x_9abc.tmp", run / ".config.0123abcd.tmp.yaml",
+             run / "images" / ".step_0000006_samples.89abcdef.tmp.png"]
     for path in stale:
         path.write_bytes(b"half a file")
     mine = [run / "notes.tmp", run / ".checkpoint.pt.mine"]

@@ -214,7 +214,8 @@ def test_model_without_actions_ignores_them():
     l1 = model({"frames": x, "actions": a}, generator=gen()).loss
     l2 = model({"frames": x, "actions": -a}, generator=gen()).loss
     assert l1 == l2
-    torch.testing.assert_close(model.predict(x[:, :2], 2, a, gen()), model.predict(x[:, :2], 2, -a, gen()), rtol=0, atol=0)
+    torch.testing.assert_close(model.predict(x[:, :2], 2, a, gen()), model.predict(x[:, :2], 2, -a, gen()),
+                               rtol=0, atol=0)
 
 
 def test_build_errors_are_clear():

@@ -110,7 +110,8 @@ def test_two_process_ddp_equals_one_process_on_joined_batch(tmp_path):
     worst = max(float((p.grad - q.grad).norm() / q.grad.norm()) for p, q in zip(half.parameters(), model.parameters()))
     assert worst > 100 * tolerance
     # the optimal-σ estimate was all-reduced: both saw the σ* of the joined batch
-    torch.testing.assert_close(ranks[0]["ema_sigma2"], model.state_dict()["likelihood.ema_sigma2"], rtol=tolerance, atol=0)
+    torch.testing.assert_close(ranks[0]["ema_sigma2"], model.state_dict()["likelihood.ema_sigma2"],
+                               rtol=tolerance, atol=0)
 
 
 def _write_yaml(tmp_path, raw):
@@ -199,7 +200,8 @@ def test_eval_and_sample_from_checkpoint(tmp_path, capsys):
         assert result[key] == pytest.approx(direct[key], rel=1e-6), key
     # ... and its σ is the EMA the checkpoint holds (App. C: evaluation uses the EMA)
     assert result["sigma_ema"] == pytest.approx(float(payload["model"]["likelihood.ema_sigma2"]) ** 0.5, rel=1e-6)
-    assert cli_main(["sample", str(tmp_path / "e" / "checkpoint.pt"), "--num", "9", "--out", str(tmp_path / "s.png")]) == 0
+    assert cli_main(["sample", str(tmp_path / "e" / "checkpoint.pt"), "--num", "9",
+                     "--out", str(tmp_path / "s.png")]) == 0
     assert Image.open(tmp_path / "s.png").size[0] > 16 * 3
 
 

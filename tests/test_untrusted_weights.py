@@ -118,7 +118,8 @@ def video_run(tmp_path_factory) -> Path:
     return train(RunConfig.from_dict(apply_overrides(raw, [f"train.out_dir={out}"])), progress=False)
 
 
-@pytest.mark.parametrize("flags", [["--lpips", "--lpips-weights", "{torch}"], ["--fid", "--inception-weights", "{torch}"],
+@pytest.mark.parametrize("flags", [["--lpips", "--lpips-weights", "{torch}"],
+                                   ["--fid", "--inception-weights", "{torch}"],
                                    ["--fvd", "--i3d-weights", "{pickle}"]])
 def test_seqvae_eval_refuses_crafted_metric_weights(flags, tmp_path, marker, hub, video_run, capsys):
     files = {"{torch}": str(crafted_torch_file(tmp_path / "crafted.pth", marker)),

@@ -121,7 +121,8 @@ def test_split_by_file_partitions_the_folder(folder):
     seen = {}
     for split in ("train", "val", "test"):
         try:
-            ds = VideoFolderDataset(config(folder, seq_len=3, split_by="file", val_fraction=0.3, test_fraction=0.3), split)
+            ds = VideoFolderDataset(config(folder, seq_len=3, split_by="file", val_fraction=0.3,
+                                           test_fraction=0.3), split)
         except ValueError as err:
             assert "falls in split" in str(err)
             continue

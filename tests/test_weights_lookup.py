@@ -54,8 +54,8 @@ def fid_lookup(explicit=None, download=False) -> str:
 
 
 DOWNLOADABLE = {
-    "LPIPS": (lpips_lookup, lambda: metrics.lpips_backbone_cache_path("alex"), lambda: metrics.lpips_backbone_url("alex"),
-              "backbone_weights", "--lpips-weights"),
+    "LPIPS": (lpips_lookup, lambda: metrics.lpips_backbone_cache_path("alex"),
+              lambda: metrics.lpips_backbone_url("alex"), "backbone_weights", "--lpips-weights"),
     "FID": (fid_lookup, lambda: fid.inception_source().cache, lambda: fid.INCEPTION_URL, "weights_path",
             "--inception-weights"),
 }

@@ -66,7 +66,8 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.child:
-        print(json.dumps(run_one(args.child, args.batch, args.size, args.steps, args.warmup, args.threads, args.precision)))
+        print(json.dumps(run_one(args.child, args.batch, args.size, args.steps, args.warmup, args.threads,
+                                 args.precision)))
         return
 
     import seqvae.components  # noqa: F401
@@ -84,8 +85,8 @@ def main() -> None:
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"  {name}: {results[-1]['images_per_s']:.0f} images/s", file=sys.stderr, flush=True)
     base = next(r for r in results if r["head"] == "unit_gaussian")["images_per_s"]
-    print(f"\nconv VAE (App. B), {args.size}×{args.size}×3, batch {args.batch}, {args.threads} threads, {args.precision}, "
-          f"median of {args.steps} steps after {args.warmup} warm-ups\n")
+    print(f"\nconv VAE (App. B), {args.size}×{args.size}×3, batch {args.batch}, {args.threads} threads, "
+          f"{args.precision}, median of {args.steps} steps after {args.warmup} warm-ups\n")
     print("| head | params | step (ms) | images/s | vs unit Gaussian | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
     for r in results:

@@ -130,8 +130,8 @@ def main() -> None:
         print("| --- | --- | ---: |")
         model = bair_sized("dcgan64")
         for precision in args.precisions:
-            print(f"| dcgan64 SVG-LP (BAIR size) | {precision} | {bench_cem_model(model, cem, precision, args.repeats):.2f} |",
-                  flush=True)
+            print(f"| dcgan64 SVG-LP (BAIR size) | {precision} | "
+                  f"{bench_cem_model(model, cem, precision, args.repeats):.2f} |", flush=True)
         torch.set_num_threads(1)  # the simulator's many small ops run best on one thread
         print(f"| true simulator (1 thread) | fp32 | {bench_cem_sim(cem, args.repeats):.3f} |")
 

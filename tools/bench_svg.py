@@ -234,9 +234,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbones", default="dcgan64,vgg64", help="comma list of dcgan64, vgg64")
     p.add_argument("--batches", default="4,16", help="comma list of training batch sizes")
-    p.add_argument("--skip-configs", default="vgg64:16", help="backbone:batch pairs to leave out (comma list; '' for none)")
+    p.add_argument("--skip-configs", default="vgg64:16",
+                   help="backbone:batch pairs to leave out (comma list; '' for none)")
     p.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16 for 'ours'")
-    p.add_argument("--reference-precisions", default="fp32", help="comma list of precisions for the reference structure")
+    p.add_argument("--reference-precisions", default="fp32",
+                   help="comma list of precisions for the reference structure")
     p.add_argument("--reference-style", action="store_true",
                    help="only time the reference structure (same network, the original per-step loop)")
     p.add_argument("--no-reference", action="store_true", help="only time 'ours'")
@@ -290,11 +292,13 @@ def main() -> None:
         return
 
     print(f"# SVG-LP CPU benchmark: torch {torch.__version__}, {a.threads} threads, {os.cpu_count()} CPUs visible, "
-          f"load average {os.getloadavg()[0]:.1f}; runs {'one config at a time' if a.sequential else 'interleaved round-robin'}")
+          f"load average {os.getloadavg()[0]:.1f}; "
+          f"runs {'one config at a time' if a.sequential else 'interleaved round-robin'}")
     params_printed = set()
     if not a.no_train:
         print(f"\n## Training step (forward + backward + Adam): median of {a.reps} after {a.warmup} warm-ups\n")
-        print("| backbone | batch | variant | median s | min s | peak RSS GB | × vs in-run reference fp32 | × vs baseline file | baseline s / GB |")
+        print("| backbone | batch | variant | median s | min s | peak RSS GB | × vs in-run reference fp32 "
+              "| × vs baseline file | baseline s / GB |")
         print("|---|---|---|---|---|---|---|---|---|", flush=True)
         for bb in backbones:
             for b in batches:
@@ -307,7 +311,8 @@ def main() -> None:
                     inrun = ref["median_s"] / r["median_s"] if ref else None
                     vs_base = base / r["median_s"] if base else None
                     print(f"| {bb} | {b} | {name} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['rss_gb']:.2f} | "
-                          f"{fmt(inrun)} | {fmt(vs_base)} | {fmt(base)} / {fmt(BASELINE_RSS_GB.get((bb, b)))} |", flush=True)
+                          f"{fmt(inrun)} | {fmt(vs_base)} | {fmt(base)} / {fmt(BASELINE_RSS_GB.get((bb, b)))} |",
+                          flush=True)
                 if bb not in params_printed:
                     params_printed.add(bb)
                     counts = ", ".join(f"{k} {v:.2f} M" for k, v in next(iter(results.values()))["params"].items())
@@ -315,9 +320,11 @@ def main() -> None:
 
     if a.gen_batch:
         n_pred = GEN_FRAMES - GEN_CONTEXT
-        print(f"\n## Generation: batch {a.gen_batch}, {GEN_FRAMES} frames ({GEN_CONTEXT} context + {n_pred} predicted), "
-              f"no grad, eval mode; median of {a.gen_reps} after {a.gen_warmup}\n")
-        print("| backbone | variant | median s | min s | predicted frames/s | peak RSS GB | × vs in-run reference fp32 | × vs baseline file | baseline s |")
+        print(f"\n## Generation: batch {a.gen_batch}, {GEN_FRAMES} frames "
+              f"({GEN_CONTEXT} context + {n_pred} predicted), no grad, eval mode; "
+              f"median of {a.gen_reps} after {a.gen_warmup}\n")
+        print("| backbone | variant | median s | min s | predicted frames/s | peak RSS GB "
+              "| × vs in-run reference fp32 | × vs baseline file | baseline s |")
         print("|---|---|---|---|---|---|---|---|---|", flush=True)
         for bb in backbones:
             results = measure("gen", bb, a.gen_batch, variants, a.gen_reps, a.gen_warmup, a.threads, a.sequential)

@@ -5,7 +5,8 @@
     python tools/bench_video_cache.py --video my_clip.mp4
 
 One thread for torch. Prints frames/s of (1) PyAV decoding the whole video sequentially,
-without converting frames (the ceiling of any first pass), (2) building the cache (decode + crop + resize + write), (3) serving random
+without converting frames (the ceiling of any first pass), (2) building the cache (decode + crop + resize + write), \
+(3) serving random
 training clips by seeking and decoding (``cache: false``), (4) serving them from a warm cache.
 """
 from __future__ import annotations

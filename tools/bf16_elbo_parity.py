@@ -57,9 +57,11 @@ def main(argv: list[str] | None = None) -> None:
             seconds[name] = (time.perf_counter() - start) / args.steps
     curves = {name: read_metrics(out / name) for name in variants}
     train_curves = {name: windows(lines, "train", args.window) for name, lines in curves.items()}
-    test_curves = {name: {x["step"]: x["neg_elbo"] for x in lines if x["split"] == "test"} for name, lines in curves.items()}
+    test_curves = {name: {x["step"]: x["neg_elbo"] for x in lines if x["split"] == "test"}
+                   for name, lines in curves.items()}
 
-    rows = ["| steps | train −ELBO fp32 | train −ELBO bf16 | train −ELBO fp32 (seed 1) | test −ELBO fp32 | test −ELBO bf16 | test −ELBO fp32 (seed 1) |",
+    rows = ["| steps | train −ELBO fp32 | train −ELBO bf16 | train −ELBO fp32 (seed 1) "
+            "| test −ELBO fp32 | test −ELBO bf16 | test −ELBO fp32 (seed 1) |",
             "|---|---|---|---|---|---|---|"]
     for step in sorted(train_curves["fp32"]):
         cells = [f"{train_curves[n].get(step, float('nan')):.1f}" for n in variants]

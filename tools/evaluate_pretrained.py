@@ -51,7 +51,8 @@ def motion_and_frames(model, cfg, sequences: int, samples: int) -> dict:
     return {
         "sequences": sequences, "samples": samples, "predicted_frames": n_future,
         "psnr_best": result.summary()["psnr_mean"], "ssim_best": result.summary()["ssim_mean"],
-        "psnr_copy_last": result.summary()["copy_last_psnr_mean"], "ssim_copy_last": result.summary()["copy_last_ssim_mean"],
+        "psnr_copy_last": result.summary()["copy_last_psnr_mean"],
+        "ssim_copy_last": result.summary()["copy_last_ssim_mean"],
         "objects": m.objects, "moving_objects": m.moving, "true_travel": m.true_displacement,
         "predicted_travel": m.predicted_displacement, "travel_ratio": m.predicted_displacement / m.true_displacement,
         "best_final_error": m.best_error, "stay_put_error": m.true_displacement,

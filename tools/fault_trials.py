@@ -171,7 +171,8 @@ def signal_trials(n: int, folder: Path, rng: random.Random, reference: dict) -> 
             ckpt_step = load_checkpoint(run / "checkpoint.pt")["step"]
             code = continue_run(config, run)
             rows.append({"signal": signal.Signals(signum).name, "exit": proc.returncode, "lost": done - ckpt_step,
-                         "traceback": "Traceback" in err, "last_line": err.strip().splitlines()[-1] if err.strip() else "",
+                         "traceback": "Traceback" in err,
+                         "last_line": err.strip().splitlines()[-1] if err.strip() else "",
                          "resume_code": code, **compare(run, reference)})
     return rows
 
@@ -244,7 +245,8 @@ def classify(read, seqs: dict, windows: bool) -> tuple[str, list[str]]:
     except CorruptRecordError as err:
         return ("refused" if err.path is not None and err.index is not None else "traceback"), problems
     except ValueError as err:
-        return ("refused" if str(err).startswith(CLEAN) or "yielded no full batch" in str(err) else "traceback"), problems
+        return ("refused" if str(err).startswith(CLEAN) or "yielded no full batch" in str(err)
+                else "traceback"), problems
     except Exception as err:  # noqa: BLE001 - anything else reaches the user as a traceback
         return f"traceback ({type(err).__name__}: {str(err)[:80]})", problems
     for item in items:
@@ -278,7 +280,8 @@ def record_trials(n: int, folder: Path, rng: random.Random, cli_every: int) -> l
         shutil.copy(damaged, root / "softmotion30_44k" / "train" / damaged.name)
         outcomes = {}
         for name, read, windows in (
-            ("test", lambda: (lambda d: [d[j] for j in range(len(d))])(build_bair(BairConfig(root=str(root)), "test")), False),
+            ("test", lambda: (lambda d: [d[j] for j in range(len(d))])(
+                build_bair(BairConfig(root=str(root)), "test")), False),
             ("test skip", lambda: (lambda d: [d[j] for j in range(len(d))])(
                 build_bair(BairConfig(root=str(root), skip_corrupt=True), "test")), False),
             ("train", lambda: list(build_bair(BairConfig(root=str(root)), "train")), True),
@@ -353,8 +356,9 @@ def main() -> None:
     if kills:
         lost = [r["lost"] for r in kills]
         print(f"| kill -9 at a random moment | {len(kills)} | steps lost max {max(lost)} (≤ {CHECKPOINT_EVERY}), "
-              f"mean {np.mean(lost):.1f}; unreadable checkpoints {sum(r['corrupt'] for r in kills)}; temp files left by "
-              f"the kill {sum(r['tmp_after_kill'] for r in kills)}, after restart {sum(r['tmp_after_restart'] for r in kills)}; "
+              f"mean {np.mean(lost):.1f}; unreadable checkpoints {sum(r['corrupt'] for r in kills)}; "
+              f"temp files left by the kill {sum(r['tmp_after_kill'] for r in kills)}, "
+              f"after restart {sum(r['tmp_after_restart'] for r in kills)}; "
               f"continued with exit 0: {sum(r['resume_code'] == 0 for r in kills)}/{len(kills)}; monotone metrics "
               f"{sum(r['monotone'] for r in kills)}/{len(kills)}; bit-identical to the uninterrupted run (weights and "
               f"every logged loss) {sum(r['identical'] for r in kills)}/{len(kills)} |")

@@ -87,8 +87,8 @@ def svg_model(backbone: str, width: int, device: torch.device, actions: bool = F
 
 def run_cuda_tests(report: Report, timeout_s: float) -> None:
     xml = report.path.with_name("cuda_tests.xml")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", str(ROOT / "tests/test_cuda.py"),
-           f"--junitxml={xml}"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
+           str(ROOT / "tests/test_cuda.py"), f"--junitxml={xml}"]
     t = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
@@ -195,8 +195,8 @@ def count_flops(report: Report, cfg: dict, device: torch.device) -> None:
     timed = [r for r in report.data.get("train", []) if r["backbone"] == "vgg64" and r["batch"] == batch
              and r["precision"] == "bf16" and "steps_per_s" in r]
     best = max(timed, key=lambda r: r["steps_per_s"]) if timed else None
-    out = {"vgg64_batch": batch, "width": cfg["width"], "frames": N_PAST + cfg["n_future"], "flops_fwd_bwd": flops, "tflop_per_step": round(flops / 1e12, 3),
-           "assumed_bf16_peak_tflops": peak and peak / 1e12,
+    out = {"vgg64_batch": batch, "width": cfg["width"], "frames": N_PAST + cfg["n_future"], "flops_fwd_bwd": flops,
+           "tflop_per_step": round(flops / 1e12, 3), "assumed_bf16_peak_tflops": peak and peak / 1e12,
            "peak_source": "NVIDIA data sheet, dense bf16 (SXM); matched by name in the device name" if peak else
            "no peak known for this device", "best_bf16_step": best}
     if best:
@@ -248,8 +248,8 @@ def bench_rollout(report: Report, cfg: dict, device: torch.device) -> None:
 
 
 GPU = dict(width=64, n_future=N_FUTURE, batches=[16, 64, 100], precisions=["bf16", "fp32"], compile=[False, True],
-           compile_backend="inductor", compile_backbones=("vgg64", "dcgan64"), compile_precisions=("bf16", "fp32"), warmup=3, steps=15,
-           compile_cost_s=60, min_left_s=20, horizon=10, plans=[(1, 1000, 1), (4, 200, 4)],
+           compile_backend="inductor", compile_backbones=("vgg64", "dcgan64"), compile_precisions=("bf16", "fp32"),
+           warmup=3, steps=15, compile_cost_s=60, min_left_s=20, horizon=10, plans=[(1, 1000, 1), (4, 200, 4)],
            rollout_warmup=2, rollout_repeats=5, channels_last=True, budget_s=450, tests_timeout_s=150)
 DRY = dict(width=4, n_future=2, batches=[2], precisions=["bf16", "fp32"], compile=[False, True],
            compile_backend="aot_eager", compile_backbones=("dcgan64",), compile_precisions=("fp32",), warmup=1, steps=2,

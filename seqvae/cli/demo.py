@@ -47,8 +47,8 @@ SEQUENCES, SAMPLES = 4, 16
 
 
 def train_from_scratch(run_dir: Path, minutes: float, overrides: tuple[str, ...]) -> Path:
-    cfg = RunConfig.load(find_repo_file(DEMO_CONFIG), [f"train.out_dir={run_dir}", f"train.time_limit_minutes={minutes}",
-                                                       *overrides])
+    cfg = RunConfig.load(find_repo_file(DEMO_CONFIG),
+                         [f"train.out_dir={run_dir}", f"train.time_limit_minutes={minutes}", *overrides])
     if (run_dir / "checkpoint.pt").exists():
         step = load_checkpoint(run_dir / "checkpoint.pt")["step"]
         print(f"[1/4] found a trained demo run in {run_dir} (step {step}); reusing it "
@@ -138,8 +138,9 @@ def figure_lines(page: dict[str, Any]) -> list[str]:
                   f"{m['samples']} samples, {m['predicted_frames']} predicted frames):",
                   f"  best of {m['samples']} PSNR {m['psnr_best']:.2f} dB / SSIM {m['ssim_best']:.3f} vs copy-last "
                   f"{m['psnr_copy_last']:.2f} dB / {m['ssim_copy_last']:.3f}",
-                  f"  objects that move travel {m['true_travel']:.2f} table units; predicted {m['predicted_travel']:.2f} "
-                  f"({m['travel_ratio']:.0%} of the truth); best sample's final error {m['best_final_error']:.2f} "
+                  f"  objects that move travel {m['true_travel']:.2f} table units; "
+                  f"predicted {m['predicted_travel']:.2f} ({m['travel_ratio']:.0%} of the truth); "
+                  f"best sample's final error {m['best_final_error']:.2f} "
                   f"vs {m['stay_put_error']:.2f} staying put ({m['error_ratio']:.0%})"]
         if "planning" in fig:
             pl = fig["planning"]

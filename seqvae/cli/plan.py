@@ -37,8 +37,10 @@ class PlanCommandConfig:
 
     world: str = DEFAULT_WORLD         # the planning world (registered: seqvae.registry.WORLDS)
     checkpoint: str = ""               # an action-conditioned model trained on the world's data (run folder, .pt,
-    pretrained: str = ""               # .safetensors) or a shipped model (e.g. pusher-actions); neither: 'learned' is dropped
-    out_dir: str = ""                  # results.md, results.json, config.yaml, episode_XXX.mp4 (default runs/plan_<world>)
+    pretrained: str = ""               # .safetensors) or a shipped model (e.g. pusher-actions);
+                                       # neither: 'learned' is dropped
+    out_dir: str = ""                  # results.md, results.json, config.yaml, episode_XXX.mp4
+                                       # (default runs/plan_<world>)
     device: str = DEFAULT_DEVICE
     threads: int = 0                   # torch CPU threads (0: chosen from measured step times, seqvae.threads)
     plan: PlanEvalConfig = field(default_factory=PlanEvalConfig)
@@ -120,7 +122,8 @@ def add_parser(subparsers: Any) -> None:
                     f"{default_config('<world>')}) and dotted key=value overrides.")
     p.add_argument("config", nargs="?", default=None,
                    help=f"YAML plan config (default {default_config('<world>')}); keys: world, checkpoint, pretrained, "
-                        "out_dir, device, threads, plan.{episodes, steps, replan_every, end_aware, seed, methods, samples, "
-                        "optimizer, objective, cem.*, mppi.*, cost.*}")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. pretrained=pusher-actions plan.episodes=10")
+                        "out_dir, device, threads, plan.{episodes, steps, replan_every, end_aware, seed, methods, "
+                        "samples, optimizer, objective, cem.*, mppi.*, cost.*}")
+    p.add_argument("overrides", nargs="*",
+                   help="dotted key=value overrides, e.g. pretrained=pusher-actions plan.episodes=10")
     p.set_defaults(func=run)

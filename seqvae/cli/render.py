@@ -27,7 +27,8 @@ def videos_from_npz(data: dict[str, np.ndarray], source: str) -> tuple[np.ndarra
             ctx = np.asarray(data["context"])
             if ctx.ndim != 4 or ctx.shape[1:] != frames.shape[2:]:
                 raise ValueError(f"{source}: context {ctx.shape} does not match the frames {frames.shape[2:]}")
-            frames = np.concatenate([np.broadcast_to(ctx, (frames.shape[0], *ctx.shape)).astype(frames.dtype), frames], 1)
+            frames = np.concatenate([np.broadcast_to(ctx, (frames.shape[0], *ctx.shape)).astype(frames.dtype),
+                                     frames], 1)
             context = ctx.shape[0]
     if frames.ndim == 4:
         frames = frames[None]

@@ -18,7 +18,8 @@ def run(args: argparse.Namespace) -> None:
 
     model, _, _ = load_model(args.checkpoint, torch.device(args.device))
     if model.spec.seq_len != 1:
-        raise ConfigError("seqvae sample draws image grids from image models; for video models use seqvae eval / rollout")
+        raise ConfigError("seqvae sample draws image grids from image models; "
+                          "for video models use seqvae eval / rollout")
     samples = prior_samples(model, args.num, args.seed, args.device)
     out = Path(args.out or Path(args.checkpoint).parent / f"samples_seed{args.seed}.png")
     write_png_grid(out, samples, nrow=int(args.num**0.5 + 0.999))

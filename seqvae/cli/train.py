@@ -19,10 +19,11 @@ def run(args: argparse.Namespace) -> None:
 
     cfg = RunConfig.load(args.config, args.overrides)
     try:
-        run_dir = train(cfg, resume=args.resume, dry_run=args.dry_run, overrides=args.overrides if args.resume else None,
-                        force=args.force)
+        run_dir = train(cfg, resume=args.resume, dry_run=args.dry_run,
+                        overrides=args.overrides if args.resume else None, force=args.force)
     except TrainingInterrupted as stop:   # Ctrl-C / SIGTERM: say how to continue
-        launcher = ["seqvae"] if dist.world() == 1 else ["torchrun", f"--nproc_per_node={dist.world()}", "-m", "seqvae.cli"]
+        launcher = (["seqvae"] if dist.world() == 1
+                    else ["torchrun", f"--nproc_per_node={dist.world()}", "-m", "seqvae.cli"])
         stop.resume_command = " ".join(shlex.quote(x) for x in [*launcher, "train", args.config, "--resume",
                                                                 f"train.out_dir={cfg.train.out_dir}"])
         raise

@@ -55,7 +55,8 @@ class GoalImageCost:
 
     def __call__(self, frames: Tensor, actions: Tensor) -> Tensor:
         if self.goal is None:
-            raise ValueError("GoalImageCost needs reset(env) before scoring (the goal image comes from the environment)")
+            raise ValueError("GoalImageCost needs reset(env) before scoring "
+                             "(the goal image comes from the environment)")
         if self.metric == "mse":
             return pixel_distance_to_goal(frames, self.goal)
         from pytorch_msssim import ssim

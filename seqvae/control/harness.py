@@ -133,11 +133,13 @@ def planning_models(world: PlanningWorld, env: Environment, cfg: PlanEvalConfig,
             backends[name] = None
         elif name == "true_sim":
             if world.true_model is None:
-                raise ValueError(f"world {world.name!r} has no true-simulator planner; drop 'true_sim' from plan.methods")
+                raise ValueError(f"world {world.name!r} has no true-simulator planner; "
+                                 "drop 'true_sim' from plan.methods")
             backends[name] = world.true_model(env, cfg.cost)
         elif name == "sim_frames":
             if world.perfect_video_model is None:
-                raise ValueError(f"world {world.name!r} has no perfect video model; drop 'sim_frames' from plan.methods")
+                raise ValueError(f"world {world.name!r} has no perfect video model; "
+                                 "drop 'sim_frames' from plan.methods")
             backends[name] = VideoModelPlanner(world.perfect_video_model(env), planning_cost(world, env, cfg),
                                                seed=cfg.seed, name="sim_frames")
         else:
@@ -223,7 +225,8 @@ def results_markdown(results: dict[str, Any]) -> str:
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, s in results["methods"].items():
         lines.append(f"| {METHOD_LABELS.get(name, name)} | {s['episodes']} | {s['success_rate']:.0%} | "
-                     f"{s['mean_final_distance']:.3f} | {s['median_final_distance']:.3f} | {s['seconds_per_episode']:.1f} |")
+                     f"{s['mean_final_distance']:.3f} | {s['median_final_distance']:.3f} | "
+                     f"{s['seconds_per_episode']:.1f} |")
     lines.append(f"\nPlanner: {results.get('protocol', '')}. Mean start distance "
                  f"{results.get('mean_start_distance', float('nan')):.3f}.")
     return "\n".join(lines)

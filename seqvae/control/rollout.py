@@ -119,7 +119,8 @@ def _check_inputs(model: VideoPredictor, context: Tensor, actions: Tensor | None
             raise ValueError(f"an action-free model needs horizon >= 1, got {horizon}")
         return 1, horizon, 0
     if actions is None:
-        raise ValueError(f"this model is action-conditioned (action_dim {a_dim}): pass actions [B, K, horizon, {a_dim}]")
+        raise ValueError(f"this model is action-conditioned (action_dim {a_dim}): "
+                         f"pass actions [B, K, horizon, {a_dim}]")
     if actions.dim() != 4 or actions.shape[0] != b or actions.shape[-1] != a_dim or actions.shape[1] < 1 \
             or actions.shape[2] < 1:
         raise ValueError(f"actions must be [B={b}, K, horizon, A={a_dim}] with K, horizon >= 1, "
@@ -235,7 +236,8 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
         chunks = plan_chunks(n_rows, max_batch)
         predict = _graphed_predict(model) if device.type == "cuda" else model.predict
     else:  # the graph-free path: plain slices of max_batch rows
-        chunks = [(lo, min(n_rows, lo + max_batch), min(n_rows, lo + max_batch) - lo) for lo in range(0, n_rows, max_batch)]
+        chunks = [(lo, min(n_rows, lo + max_batch), min(n_rows, lo + max_batch) - lo)
+                  for lo in range(0, n_rows, max_batch)]
         predict = model.predict
     with eval_mode(model):
         for lo, hi, size in chunks:
@@ -258,7 +260,8 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
                 c = cost_fn(pred, torch.stack([bi, ki, si], 1))
                 if not isinstance(c, Tensor) or c.shape != (rows.numel(),):
                     got = tuple(c.shape) if isinstance(c, Tensor) else type(c).__name__
-                    raise ValueError(f"cost_fn must return a tensor [n={rows.numel()}] (one cost per rollout), got {got}")
+                    raise ValueError(f"cost_fn must return a tensor [n={rows.numel()}] (one cost per rollout), "
+                                     f"got {got}")
                 costs_out[rows] = c.float().to(device)
             del pred
     frames = None

@@ -152,7 +152,8 @@ class _RecordIndex:
     def __init__(self, files: Sequence[str | os.PathLike], skip_corrupt: bool) -> None:
         self.files = [Path(f) for f in files]
         per_file = [scan_tfrecord(f, skip_corrupt) for f in self.files]
-        self.file_of = np.concatenate([np.full(len(o), i, np.int64) for i, o in enumerate(per_file)] or [np.zeros(0, np.int64)])
+        self.file_of = np.concatenate([np.full(len(o), i, np.int64) for i, o in enumerate(per_file)]
+                                      or [np.zeros(0, np.int64)])
         self.offset = np.concatenate(per_file or [np.zeros(0, np.int64)])
         self.record_in_file = np.concatenate([np.arange(len(o)) for o in per_file] or [np.zeros(0, np.int64)])
 

@@ -200,7 +200,8 @@ class ImageFolder(Dataset):
             raise ValueError(f"data.channels must be 1 or 3, got {channels}")
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder {self.root.resolve()} does not exist; set data.root to a folder of pictures")
+            raise FileNotFoundError(f"image folder {self.root.resolve()} does not exist; "
+                                    "set data.root to a folder of pictures")
         self._val, self._test = val_percent, test_percent
         files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:

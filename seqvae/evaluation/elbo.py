@@ -26,7 +26,8 @@ def check_batch(model: SequenceVAE, frames: torch.Tensor) -> None:
     expected = (spec.channels, spec.height, spec.width)
     if tuple(frames.shape[2:]) != expected:
         raise ValueError(
-            f"the data gives frames of shape {tuple(frames.shape[2:])} (C, H, W) but the model was built for {expected}; "
+            f"the data gives frames of shape {tuple(frames.shape[2:])} (C, H, W) "
+            f"but the model was built for {expected}; "
             "use data of that size/channel count (e.g. data.image_size / data.channels) or train a model for it"
         )
 

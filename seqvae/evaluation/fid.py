@@ -156,7 +156,8 @@ def inception_source() -> WeightsSource:
         accepts=f"torch-fidelity's Inception-v3 state_dict {fname} (from {INCEPTION_URL})",
         cache=hub_checkpoint(fname),
         cache_note="torch.hub.get_dir()/checkpoints/, torch-fidelity's cache; move it with $TORCH_HOME",
-        flags="`--inception-weights FILE` (seqvae eval, seqvae analyze) or weights_path=FILE (compute_fid, load_inception)",
+        flags="`--inception-weights FILE` (seqvae eval, seqvae analyze) "
+              "or weights_path=FILE (compute_fid, load_inception)",
         url=INCEPTION_URL,
     )
 

@@ -86,9 +86,9 @@ def collect_posteriors(
     mus, lvs = [], []
     for x in batches:
         mu, lv = encode(x)
-        m, l = _check(mu, lv)
+        m, logvar = _check(mu, lv)
         mus.append(m.cpu())
-        lvs.append(l.cpu())
+        lvs.append(logvar.cpu())
     return torch.cat(mus), torch.cat(lvs)
 
 

@@ -76,7 +76,8 @@ class LikelihoodHead(nn.Module):
     # -- helpers ---------------------------------------------------------------------
     def _check(self, params: Tensor, x: Tensor) -> None:
         if params.dim() != 4 or x.dim() != 4:
-            raise ValueError(f"expected params [N, P, H, W] and x [N, C, H, W], got {tuple(params.shape)} and {tuple(x.shape)}")
+            raise ValueError("expected params [N, P, H, W] and x [N, C, H, W], "
+                             f"got {tuple(params.shape)} and {tuple(x.shape)}")
         expected = self.num_params(x.shape[1])
         if params.shape[1] != expected or params.shape[0] != x.shape[0] or params.shape[2:] != x.shape[2:]:
             raise ValueError(

@@ -44,7 +44,8 @@ class SequenceVAE(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def generate(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:  # pragma: no cover
+    def generate(self, batch: dict[str, Tensor],
+                 generator: torch.Generator | None = None) -> Tensor:  # pragma: no cover
         """Samples from the prior, ``[B, T, C, H, W]``. An image model uses only the batch's
         size; a video model takes its context frames (and actions) from the batch."""
         raise NotImplementedError

@@ -50,7 +50,8 @@ class ConvVAE(SingleLatentVAE):
         if spec.seq_len != 1:
             raise ValueError(f"conv_vae models single images (seq_len 1); the data gives sequences of {spec.seq_len}")
         if spec.height < 2**num_layers or spec.width < 2**num_layers:
-            raise ValueError(f"conv_vae with {num_layers} layers needs images of at least {2**num_layers} px, got {spec.height}×{spec.width}")
+            raise ValueError(f"conv_vae with {num_layers} layers needs images of at least {2**num_layers} px, "
+                             f"got {spec.height}×{spec.width}")
         self.cfg = cfg
         self.likelihood = head
         self.spec = spec

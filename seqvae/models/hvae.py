@@ -229,13 +229,14 @@ class HVAE(SequenceVAE):
         self.spec = spec
         self.inference, self.latent_channels = cfg.inference, cfg.latent_channels
         self.sizes = resolution_schedule(cfg.num_layers, spec.height, cfg.num_scales)
-        L, C, H, lc, ch, blocks = cfg.num_layers, spec.channels, spec.height, cfg.latent_channels, cfg.channels, cfg.blocks
+        L, C, H = cfg.num_layers, spec.channels, spec.height
+        lc, ch, blocks = cfg.latent_channels, cfg.channels, cfg.blocks
         s = self.sizes
 
         # generative: priors[l] gives p(z_{l+1} | z_{l+2}) in 1-based names, i.e. index l
         # (0-based) conditions on z at index l + 1; decoder gives p(x | z_1)
         self.prior_nets = nn.ModuleList(
-            nn.Sequential(Stage(lc, ch, blocks, s[l + 1], s[l]), Head(ch, 2 * lc)) for l in range(L - 1)
+            nn.Sequential(Stage(lc, ch, blocks, s[layer + 1], s[layer]), Head(ch, 2 * lc)) for layer in range(L - 1)
         )
         self.decoder = nn.Sequential(
             Stage(lc, ch, blocks, s[0], H, post_blocks=max(1, blocks // 2)), Head(ch, head.num_params(C))
@@ -244,12 +245,14 @@ class HVAE(SequenceVAE):
             # q(z_1 | x), q(z_l | z_{l-1})
             self.q_nets = nn.ModuleList(
                 [nn.Sequential(Stage(C, ch, blocks, H, s[0]), Head(ch, 2 * lc))]
-                + [nn.Sequential(Stage(lc, ch, blocks, s[l - 1], s[l]), Head(ch, 2 * lc)) for l in range(1, L)]
+                + [nn.Sequential(Stage(lc, ch, blocks, s[layer - 1], s[layer]), Head(ch, 2 * lc))
+                   for layer in range(1, L)]
             )
         else:
             # deterministic ladder d_1(x) … d_L(x) and the Gaussian estimates q̂_l from them
             self.ladder = nn.ModuleList(
-                [Stage(C, ch, blocks, H, s[0])] + [Stage(ch, ch, blocks, s[l - 1], s[l]) for l in range(1, L)]
+                [Stage(C, ch, blocks, H, s[0])]
+                + [Stage(ch, ch, blocks, s[layer - 1], s[layer]) for layer in range(1, L)]
             )
             self.ladder_heads = nn.ModuleList(Head(ch, 2 * lc) for _ in range(L))
 
@@ -296,10 +299,10 @@ class HVAE(SequenceVAE):
             zs.append(z)
             inp = z
         states = []
-        for l in range(L - 1):                        # single-sample KL of the Markov layers
-            p = self.prior(l, zs[l + 1])
-            kl = qs[l].log_prob(zs[l]) - p.log_prob(zs[l])
-            states.append(LayerState(zs[l], qs[l], p, kl, analytic=False))
+        for layer in range(L - 1):                    # single-sample KL of the Markov layers
+            p = self.prior(layer, zs[layer + 1])
+            kl = qs[layer].log_prob(zs[layer]) - p.log_prob(zs[layer])
+            states.append(LayerState(zs[layer], qs[layer], p, kl, analytic=False))
         p_top = self._top_prior(h.shape[0], h)         # analytic KL of the top layer
         states.append(LayerState(zs[-1], qs[-1], p_top, qs[-1].kl(p_top), analytic=True))
         return states
@@ -312,9 +315,9 @@ class HVAE(SequenceVAE):
             features.append(h)
         states: list[LayerState] = []
         z: Tensor | None = None
-        for l in reversed(range(L)):                  # z_L … z_1, sharing the generative path
-            p = self._top_prior(h.shape[0], h) if z is None else self.prior(l, z)
-            q_hat = DiagGaussian.from_raw(self.ladder_heads[l](features[l]))
+        for layer in reversed(range(L)):              # z_L … z_1, sharing the generative path
+            p = self._top_prior(h.shape[0], h) if z is None else self.prior(layer, z)
+            q_hat = DiagGaussian.from_raw(self.ladder_heads[layer](features[layer]))
             q = precision_weighted(q_hat, p)
             z = q.sample(generator)
             states.append(LayerState(z, q, p, q.kl(p), analytic=True))
@@ -348,8 +351,8 @@ class HVAE(SequenceVAE):
         """
         frames = batch["frames"]
         z = self._top_prior(frames.shape[0], frames).sample(generator)
-        for l in reversed(range(self.num_layers - 1)):
-            z = self.prior(l, z).sample(generator)
+        for layer in reversed(range(self.num_layers - 1)):
+            z = self.prior(layer, z).sample(generator)
         return rearrange(self.likelihood.mean(self.decode(z)), "b c h w -> b 1 c h w")
 
 

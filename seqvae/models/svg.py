@@ -257,11 +257,14 @@ class SVG(SequenceVAE):
             return None
         if actions is None:
             raise ValueError("this SVG model is action-conditioned: the batch needs 'actions' [B, T, A]")
-        if actions.dim() != 3 or actions.shape[0] != batch_size or actions.shape[1] < needed or actions.shape[2] != self.action_dim:
-            raise ValueError(f"expected actions [{batch_size}, >= {needed}, {self.action_dim}], got {tuple(actions.shape)}")
+        if actions.dim() != 3 or actions.shape[0] != batch_size or actions.shape[1] < needed \
+                or actions.shape[2] != self.action_dim:
+            raise ValueError(f"expected actions [{batch_size}, >= {needed}, {self.action_dim}], "
+                             f"got {tuple(actions.shape)}")
         return actions[:, :needed]
 
-    def teacher_forced(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> tuple[Tensor, Transition]:
+    def teacher_forced(self, batch: dict[str, Tensor],
+                       generator: torch.Generator | None = None) -> tuple[Tensor, Transition]:
         """Posterior pass over a batch (true frames fed back, z_t from q): decoder
         ``params[B, T-1, P, H, W]`` of frames 1..T−1 and the transition over those steps."""
         x = batch["frames"]
@@ -324,8 +327,8 @@ class SVG(SequenceVAE):
         state = self.init_state(b, context.device)
         if n_ctx > 1:  # warm-up on the context, posterior latents
             _, state = self.transition(h[:, :-1], state, h_next=h[:, 1:],
-                                       actions=None if actions is None else actions[:, : n_ctx - 1], generator=generator,
-                                       noise=None if noise is None else noise[:, : n_ctx - 1])
+                                       actions=None if actions is None else actions[:, : n_ctx - 1],
+                                       generator=generator, noise=None if noise is None else noise[:, : n_ctx - 1])
         terms = self.decoder.skip_terms([s[:, -1] for s in skips])                # last context frame, (B, ·)
         h_prev = h[:, -1:]                                                         # [B, 1, g]
         frames = []

@@ -31,7 +31,8 @@ def dcgan_conv(c_in: int, c_out: int) -> nn.Sequential:
 
 def dcgan_upconv(c_in: int, c_out: int) -> nn.Sequential:
     """4×4 stride-2 transposed conv – BatchNorm – LeakyReLU(0.2): doubles the resolution."""
-    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out),
+                         nn.LeakyReLU(0.2, inplace=True))
 
 
 class DCGANEncoder64(nn.Module):
@@ -45,7 +46,8 @@ class DCGANEncoder64(nn.Module):
         self.c3 = dcgan_conv(nf * 2, nf * 4)        # -> 8×8
         self.c4 = dcgan_conv(nf * 4, nf * 8)        # -> 4×4
         self.c5 = nn.Sequential(nn.Conv2d(nf * 8, g_dim, 4, 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())  # -> 1×1
-        self.skip_features = nf * 32 * 32 + 2 * nf * 16 * 16 + 4 * nf * 8 * 8 + 8 * nf * 4 * 4   # per frame, all skip maps
+        # per frame, all skip maps
+        self.skip_features = nf * 32 * 32 + 2 * nf * 16 * 16 + 4 * nf * 8 * 8 + 8 * nf * 4 * 4
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = to_param_format(x, self.c1[0].weight)
@@ -66,7 +68,8 @@ class DCGANDecoder64(nn.Module):
     def __init__(self, g_dim: int, out_channels: int, nf: int = 64) -> None:
         super().__init__()
         self.g_dim = g_dim
-        self.upc1 = nn.Sequential(nn.ConvTranspose2d(g_dim, nf * 8, 4, 1, 0), nn.BatchNorm2d(nf * 8), nn.LeakyReLU(0.2, inplace=True))
+        self.upc1 = nn.Sequential(nn.ConvTranspose2d(g_dim, nf * 8, 4, 1, 0), nn.BatchNorm2d(nf * 8),
+                                  nn.LeakyReLU(0.2, inplace=True))
         self.upc2 = dcgan_upconv(nf * 8 * 2, nf * 4)    # 4 -> 8
         self.upc3 = dcgan_upconv(nf * 4 * 2, nf * 2)    # 8 -> 16
         self.upc4 = dcgan_upconv(nf * 2 * 2, nf)        # 16 -> 32

@@ -92,12 +92,15 @@ class VGGEncoder64(nn.Module):
     def __init__(self, g_dim: int, channels: int, nf: int = 64) -> None:
         super().__init__()
         self.g_dim = g_dim
-        self.c1 = nn.Sequential(vgg_layer(channels, nf), vgg_layer(nf, nf))                                  # 64×64
-        self.c2 = nn.Sequential(vgg_layer(nf, 2 * nf), vgg_layer(2 * nf, 2 * nf))                            # 32×32
-        self.c3 = nn.Sequential(vgg_layer(2 * nf, 4 * nf), vgg_layer(4 * nf, 4 * nf), vgg_layer(4 * nf, 4 * nf))  # 16×16
-        self.c4 = nn.Sequential(vgg_layer(4 * nf, 8 * nf), vgg_layer(8 * nf, 8 * nf), vgg_layer(8 * nf, 8 * nf))  # 8×8
-        self.c5 = nn.Sequential(nn.Conv2d(8 * nf, g_dim, 4, 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())         # 4×4 -> 1×1
-        self.skip_features = nf * 64 * 64 + 2 * nf * 32 * 32 + 4 * nf * 16 * 16 + 8 * nf * 8 * 8   # per frame, all skip maps
+        self.c1 = nn.Sequential(vgg_layer(channels, nf), vgg_layer(nf, nf))                           # 64×64
+        self.c2 = nn.Sequential(vgg_layer(nf, 2 * nf), vgg_layer(2 * nf, 2 * nf))                     # 32×32
+        self.c3 = nn.Sequential(vgg_layer(2 * nf, 4 * nf), vgg_layer(4 * nf, 4 * nf),                 # 16×16
+                                vgg_layer(4 * nf, 4 * nf))
+        self.c4 = nn.Sequential(vgg_layer(4 * nf, 8 * nf), vgg_layer(8 * nf, 8 * nf),                 # 8×8
+                                vgg_layer(8 * nf, 8 * nf))
+        self.c5 = nn.Sequential(nn.Conv2d(8 * nf, g_dim, 4, 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())  # 4×4 -> 1×1
+        # per frame, all skip maps
+        self.skip_features = nf * 64 * 64 + 2 * nf * 32 * 32 + 4 * nf * 16 * 16 + 8 * nf * 8 * 8
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = to_param_format(x, self.c1[0][0].weight)
@@ -123,10 +126,12 @@ class VGGDecoder64(nn.Module):
         self.g_dim = g_dim
         self.upc1 = nn.Sequential(nn.ConvTranspose2d(g_dim, 8 * nf, 4, 1, 0), nn.BatchNorm2d(8 * nf),
                                   nn.LeakyReLU(0.2, inplace=True))
-        self.upc2 = nn.Sequential(vgg_layer(8 * nf * 2, 8 * nf), vgg_layer(8 * nf, 8 * nf), vgg_layer(8 * nf, 4 * nf))  # 8×8
-        self.upc3 = nn.Sequential(vgg_layer(4 * nf * 2, 4 * nf), vgg_layer(4 * nf, 4 * nf), vgg_layer(4 * nf, 2 * nf))  # 16×16
-        self.upc4 = nn.Sequential(vgg_layer(2 * nf * 2, 2 * nf), vgg_layer(2 * nf, nf))                              # 32×32
-        self.upc5 = nn.Sequential(vgg_layer(nf * 2, nf), nn.ConvTranspose2d(nf, out_channels, 3, 1, 1))             # 64×64
+        self.upc2 = nn.Sequential(vgg_layer(8 * nf * 2, 8 * nf), vgg_layer(8 * nf, 8 * nf),              # 8×8
+                                  vgg_layer(8 * nf, 4 * nf))
+        self.upc3 = nn.Sequential(vgg_layer(4 * nf * 2, 4 * nf), vgg_layer(4 * nf, 4 * nf),              # 16×16
+                                  vgg_layer(4 * nf, 2 * nf))
+        self.upc4 = nn.Sequential(vgg_layer(2 * nf * 2, 2 * nf), vgg_layer(2 * nf, nf))                  # 32×32
+        self.upc5 = nn.Sequential(vgg_layer(nf * 2, nf), nn.ConvTranspose2d(nf, out_channels, 3, 1, 1))  # 64×64
         # the blocks that take a skip, deepest first (skips come shallowest first)
         self._skip_blocks = (self.upc2, self.upc3, self.upc4, self.upc5)
 

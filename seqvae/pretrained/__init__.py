@@ -63,7 +63,8 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_weights(path: str | Path, expected_sha256: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_weights(path: str | Path,
+                 expected_sha256: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and metadata (``config``, ``spec``, ``step``, ...) of an exported model file.
     With ``expected_sha256`` the file's bytes must match it."""
     from safetensors import SafetensorError
@@ -129,7 +130,8 @@ def export(model: SequenceVAE, cfg: RunConfig, spec: DataSpec, step: int, path: 
 
     from seqvae.io import atomic_path
 
-    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu()
+               for k, v in model.state_dict().items()}
     metadata = {"config": cfg.to_dict(), "spec": asdict(spec), "step": step, **extra}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})

@@ -27,7 +27,8 @@ def shown_steps(length: int, max_columns: int) -> list[int]:
     return sorted({round(i * (length - 1) / (max_columns - 1)) for i in range(max_columns)})
 
 
-def compose_grid(panels: Sequence[Panel], max_columns: int = 12, scale: int = 1, title: str | None = None) -> np.ndarray:
+def compose_grid(panels: Sequence[Panel], max_columns: int = 12, scale: int = 1,
+                 title: str | None = None) -> np.ndarray:
     """The grid as ``uint8 [H, W, 3]`` (see the module docstring)."""
     if not panels:
         raise ValueError("nothing to draw: no panels")

@@ -69,7 +69,8 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
         if not dry_run and dist.is_main():   # e.g. a kill while the last step's figures were written
             for note in run_folder.clean(session.run_dir):
                 dist.print0(note)
-        dist.print0(f"the run is already at step {session.step} >= train.steps={tc.steps}; raise train.steps to continue")
+        dist.print0(f"the run is already at step {session.step} >= train.steps={tc.steps}; "
+                    "raise train.steps to continue")
         return session.run_dir
     deadline = time.perf_counter() + tc.time_limit_minutes * 60 if tc.time_limit_minutes > 0 else None
     bar = Progress(tc.steps, session.step, deadline, progress and dist.is_main() and not dry_run, tc.log_every)
@@ -83,7 +84,8 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
             batch = batch_to_device(next(session.batches), session.device)
             result = train_step(session, batch)
             window.examples += batch["frames"].shape[0] * dist.world()
-            if session.guard.stalled:  # train.max_consecutive_skips in a row: stop loudly, the last checkpoint untouched
+            # train.max_consecutive_skips in a row: stop loudly, the last checkpoint untouched
+            if session.guard.stalled:
                 if session.log is not None:
                     session.log.write(session.step, "train", {"loss": float(result.loss.detach()),
                                                               "grad_norm": float(result.grad_norm),
@@ -104,7 +106,8 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
             periodic_evaluation(session, batch, is_last)
             if is_last:
                 if session.step < tc.steps:
-                    dist.print0(f"stopped at step {session.step}: train.time_limit_minutes={tc.time_limit_minutes} reached")
+                    dist.print0(f"stopped at step {session.step}: "
+                                f"train.time_limit_minutes={tc.time_limit_minutes} reached")
                 break
             signum = signals.requested(session.device)
             if signum:   # Ctrl-C / SIGTERM: this step is done; keep it and stop
@@ -137,10 +140,12 @@ def train_step(session: Session, batch: dict[str, torch.Tensor]) -> StepResult:
         loss = out.loss
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                   tc.grad_clip if tc.grad_clip > 0 else float("inf"))
         ok = session.guard.check(grad_norm, session.step + 1)  # False: non-finite or a spike; counted, never silent
         if ok:
-            rate = learning_rate(session.step, tc.lr, tc.steps, tc.lr_schedule, tc.lr_warmup_steps, tc.lr_final_fraction)
+            rate = learning_rate(session.step, tc.lr, tc.steps, tc.lr_schedule, tc.lr_warmup_steps,
+                                 tc.lr_final_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = rate
             scaler.step(optimizer)

@@ -96,7 +96,8 @@ def open_session(cfg: RunConfig, resume: bool, dry_run: bool, overrides: list[st
         dist.print0(f"model weights from {tc.init_from} (optimizer fresh, step 0)")
     session = Session(cfg=cfg, run_dir=run_dir, device=device, dtype=dtype, model=model, net=model, step_fn=model,
                       optimizer=optimizer, scaler=scaler, guard=guard, governor=governor, train_set=train_set,
-                      test_set=test_set, batches=None, log=None, step=step, resumed=payload is not None, dry_run=dry_run)
+                      test_set=test_set, batches=None, log=None, step=step, resumed=payload is not None,
+                      dry_run=dry_run)
     if step >= tc.steps:
         return session
     if not dry_run:   # only now, with the checkpoint loaded and every part built, the folder is written

@@ -181,4 +181,5 @@ class UpdateGuard:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history.clear()
         self.history.extend(float(x) for x in state["history"])
-        self.accepted, self.late_steps, self.late_skipped = state["accepted"], state["late_steps"], state["late_skipped"]
+        self.accepted, self.late_steps, self.late_skipped = (state["accepted"], state["late_steps"],
+                                                             state["late_skipped"])

@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"variant": v.name, "head": v.likelihood["name"], "label": v.label,
                      "neg_elbo": result["neg_elbo"], "bpd": result["bpd"], "nll": result["nll"], "kl": result["kl"],
                      "discrete": result["discrete"], "valid_bound": valid,
-                     "note": "" if valid else INVALID_REASON.get(v.likelihood["name"], "the head reports no valid bound"),
+                     "note": "" if valid else INVALID_REASON.get(v.likelihood["name"],
+                                                                 "the head reports no valid bound"),
                      "sigma": result.get("sigma_ema", result.get("sigma")), "beta_eff": result.get("beta_eff"),
                      "fid": fid, "step": result["step"], "examples": result["examples"], "status": status,
                      "run_dir": str(run_dir)})

@@ -99,7 +99,8 @@ def frame_pusher_cost(frames: Tensor, goal: Tensor, object_color: Tensor, object
         grip = locate_color(last, inner, cost.gripper_temperature, prior=gripper_prior.expand(n, 2), window=cost.window)
     total = pusher_object_cost(obj, goal, grip, sim_cfg, cost)
     if object_mass is not None and cost.lost_penalty > 0:
-        lost = (1.0 - seen / torch.as_tensor(object_mass, dtype=torch.float32, device=last.device).clamp(min=1e-6)).clamp(min=0.0)
+        lost = (1.0 - seen / torch.as_tensor(object_mass, dtype=torch.float32,
+                                             device=last.device).clamp(min=1e-6)).clamp(min=0.0)
         total = total + cost.lost_penalty * lost
     return total
 

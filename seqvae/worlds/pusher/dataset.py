@@ -70,7 +70,8 @@ class PusherDataConfig(ComponentConfig):
     name: str = "pusher"
     seq_len: int = 30                # frames per item
     eval_seq_len: int = 0            # frames per val/test item (0: seq_len), e.g. train on 12, evaluate on 30
-    episode_len: int = 0             # train items: seq_len-frame windows of episodes this long (0: whole episodes of seq_len)
+    episode_len: int = 0             # train items: seq_len-frame windows of episodes this long
+                                     # (0: whole episodes of seq_len)
     num_train: int = 100_000         # virtual items per split (generated on demand)
     num_val: int = 256
     num_test: int = 256

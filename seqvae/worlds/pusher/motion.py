@@ -31,9 +31,11 @@ class ObjectMotion:
     moving: int                    # of which truly move more than the threshold over the predicted frames
     true_displacement: float       # their mean true displacement, last context -> last predicted frame (table units)
     predicted_displacement: float  # their mean tracked displacement in the samples (mean over samples)
-    best_error: float              # their mean final-position error of the best sample (the object staying: true_displacement)
+    best_error: float              # their mean final-position error of the best sample
+                                   # (the object staying: true_displacement)
     still_predicted_displacement: float  # objects that do not move: mean tracked displacement in the samples
-    tracker_error: float           # all objects: final-position error of tracking the ground truth (the tracker's floor)
+    tracker_error: float           # all objects: final-position error of tracking the ground truth
+                                   # (the tracker's floor)
 
     def summary(self) -> dict[str, float | int | None]:
         """The fields as a JSON-safe dict (``None`` where no object qualified)."""

@@ -118,7 +118,8 @@ class PushTrackerCost:
         last = frame[None]
         device = frame.device
         self.goal, self.color = self.goal.to(device), self.color.to(device)
-        prior, mass = locate_color(last, self.color, self.cost.color_temperature, window=self.cost.window, with_mass=True)
+        prior, mass = locate_color(last, self.color, self.cost.color_temperature, window=self.cost.window,
+                                   with_mass=True)
         self.object_prior, self.object_mass = prior[0], mass[0]
         inner = torch.tensor(GRIPPER_INNER, device=device)
         self.gripper_prior = locate_color(last, inner, self.cost.gripper_temperature, window=self.cost.window)[0]
@@ -158,7 +159,8 @@ class SimulatorVideoModel(nn.Module):
         """Frames ``[B, n_future, 3, H, W]`` after ``actions[:, n_ctx - 1:]`` from the current state."""
         b, n_ctx = context.shape[:2]
         state = self.env.state
-        frames, _ = self.env.sim.rollout(state.repeat(b), actions[:, n_ctx - 1:n_ctx - 1 + n_future].float().to(state.device))
+        frames, _ = self.env.sim.rollout(state.repeat(b),
+                                         actions[:, n_ctx - 1:n_ctx - 1 + n_future].float().to(state.device))
         return frames_to_float(frames[:, 1:]).to(context.device)
 
 
