@@ -27,6 +27,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check seqvae tests tools
 	$(PY) -m pytest -q
 
 test-all: $(STAMP)
