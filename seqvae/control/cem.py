@@ -65,6 +65,28 @@ class CEMInfo:
     evaluations: int                 # candidate sequences scored in total
 
 
+def start_mean(init_mean: Tensor | None, horizon: int, action_dim: int, low: float, high: float,
+               device: torch.device) -> Tensor:
+    """The sampling mean an optimizer starts from: ``init_mean [horizon, A]`` (e.g. the
+    previous plan shifted) clipped to the box, or the middle of the box."""
+    if init_mean is None:
+        return torch.full((horizon, action_dim), 0.5 * (low + high), device=device)
+    if tuple(init_mean.shape) != (horizon, action_dim):
+        raise ValueError(f"init_mean must be [horizon={horizon}, A={action_dim}], got {tuple(init_mean.shape)}")
+    return init_mean.detach().to(device, torch.float32).clamp(low, high)
+
+
+def scored(predict_costs: Callable[[Tensor], Tensor], candidates: Tensor) -> Tensor:
+    """``predict_costs(candidates)`` checked to be one cost per candidate, float32 on the
+    candidates' device, NaN counted as +inf."""
+    k = candidates.shape[0]
+    costs = predict_costs(candidates)
+    if not isinstance(costs, Tensor) or costs.shape != (k,):
+        got = tuple(costs.shape) if isinstance(costs, Tensor) else type(costs).__name__
+        raise ValueError(f"predict_costs must return costs [K={k}], got {got}")
+    return torch.nan_to_num(costs.detach().float().to(candidates.device), nan=math.inf)
+
+
 def cem_plan(predict_costs: Callable[[Tensor], Tensor], action_dim: int, cfg: CEMConfig,
              generator: torch.Generator, init_mean: Tensor | None = None) -> tuple[Tensor, CEMInfo]:
     """Minimise ``predict_costs`` over action sequences with the cross-entropy method.
@@ -84,12 +106,7 @@ def cem_plan(predict_costs: Callable[[Tensor], Tensor], action_dim: int, cfg: CE
     device = generator.device
     h, a, k = cfg.horizon, action_dim, cfg.candidates
     low, high = cfg.action_low, cfg.action_high
-    if init_mean is None:
-        mean = torch.full((h, a), 0.5 * (low + high), device=device)
-    else:
-        if tuple(init_mean.shape) != (h, a):
-            raise ValueError(f"init_mean must be [horizon={h}, A={a}], got {tuple(init_mean.shape)}")
-        mean = init_mean.detach().to(device, torch.float32).clamp(low, high)
+    mean = start_mean(init_mean, h, a, low, high, device)
     std = torch.full((h, a), cfg.init_std, device=device)
     best, best_cost = mean.clone(), math.inf
     elites = None
@@ -103,11 +120,7 @@ def cem_plan(predict_costs: Callable[[Tensor], Tensor], action_dim: int, cfg: CE
         cand = (mean + std * eps).clamp(low, high)                                  # [K, H, A]
         if cfg.keep_elites and elites is not None:
             cand[: elites.shape[0]] = elites
-        costs = predict_costs(cand)
-        if not isinstance(costs, Tensor) or costs.shape != (k,):
-            got = tuple(costs.shape) if isinstance(costs, Tensor) else type(costs).__name__
-            raise ValueError(f"predict_costs must return costs [K={k}], got {got}")
-        costs = torch.nan_to_num(costs.detach().float().to(device), nan=math.inf)
+        costs = scored(predict_costs, cand)
         order = torch.argsort(costs, stable=True)
         elites = cand[order[: cfg.elites]]
         if float(costs[order[0]]) < best_cost:

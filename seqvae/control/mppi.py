@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from seqvae.control.cem import scored, start_mean
+
 
 @dataclass
 class MPPIConfig:
@@ -72,12 +74,7 @@ def mppi_plan(predict_costs: Callable[[Tensor], Tensor], action_dim: int, cfg: M
     device = generator.device
     h, a, k = cfg.horizon, action_dim, cfg.samples
     low, high = cfg.action_low, cfg.action_high
-    if init_mean is None:
-        mean = torch.full((h, a), 0.5 * (low + high), device=device)
-    else:
-        if tuple(init_mean.shape) != (h, a):
-            raise ValueError(f"init_mean must be [horizon={h}, A={a}], got {tuple(init_mean.shape)}")
-        mean = init_mean.detach().to(device, torch.float32).clamp(low, high)
+    mean = start_mean(init_mean, h, a, low, high, device)
     beta = cfg.noise_smoothing
     best_per_iter, effective, best_cost = [], [], math.inf
     for _ in range(cfg.iterations):
@@ -88,11 +85,7 @@ def mppi_plan(predict_costs: Callable[[Tensor], Tensor], action_dim: int, cfg: M
             noise[:, t] = beta * noise[:, t - 1] + (1 - beta) * white[:, t]
         samples = (mean + noise).clamp(low, high)                                  # [K, H, A]
         samples[0] = mean                                                          # the current mean competes too
-        costs = predict_costs(samples)
-        if not isinstance(costs, Tensor) or costs.shape != (k,):
-            got = tuple(costs.shape) if isinstance(costs, Tensor) else type(costs).__name__
-            raise ValueError(f"predict_costs must return costs [K={k}], got {got}")
-        costs = torch.nan_to_num(costs.detach().float().to(device), nan=math.inf)
+        costs = scored(predict_costs, samples)
         lowest = float(costs.min())
         if math.isinf(lowest):   # nothing scored: the mean stays where it was
             best_per_iter.append(lowest)
