@@ -85,6 +85,26 @@ def test_decoder_equals_svg_concatenation(enc_cls, dec_cls):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("cout", [1, 3, 4])
+def test_fast_transposed_convs_are_the_same_function(cout):
+    """The decoder's CPU fast paths compute torch's own transposed convolutions: the 1×1-code
+    projection as a matrix product, the few-channel 64×64 output as one stride-1 conv over
+    the four output phases — values and gradients."""
+    from seqvae.nets.vgg64 import project_code, upsample_few_channels
+
+    torch.manual_seed(cout)
+    up = torch.nn.ConvTranspose2d(8, cout, 4, 2, 1)
+    x = torch.randn(3, 8, 7, 5, requires_grad=True)
+    ours, theirs = upsample_few_channels(x, up.weight, up.bias), up(x)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    (g_ours,) = torch.autograd.grad(ours.square().sum(), x)
+    (g_theirs,) = torch.autograd.grad(theirs.square().sum(), x)
+    torch.testing.assert_close(g_ours, g_theirs, rtol=1e-5, atol=1e-5)
+    project = torch.nn.ConvTranspose2d(16, 2 * cout, 4, 1, 0)
+    codes = torch.randn(5, 16)
+    torch.testing.assert_close(project_code(project, codes), project(codes[:, :, None, None]), rtol=1e-5, atol=1e-5)
+
+
 def test_parameter_counts_match_original_svg():
     """BAIR configuration: the original vgg_64 / dcgan_64 SVG-LP sizes (22.83 M / 12.69 M)."""
     for backbone, total in (("vgg64", 22.83), ("dcgan64", 12.69)):

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from einops import rearrange
 from torch import Tensor, nn
 
-from seqvae.nets.vgg64 import conv_cat, skip_term, to_param_format
+from seqvae.nets.vgg64 import conv_cat, project_code, skip_term, to_param_format
 
 
 def dcgan_conv(c_in: int, c_out: int) -> nn.Sequential:
@@ -81,9 +81,8 @@ class DCGANDecoder64(nn.Module):
         return [skip_term(block[0], s) for block, s in zip(self._skip_blocks, reversed(skips))]
 
     def forward(self, g: Tensor, terms: list[Tensor], skip_pos: Sequence[int] | None = None) -> Tensor:
-        x = rearrange(g, "n g -> n g 1 1")
-        x = to_param_format(x, self.upc1[0].weight)
-        x = self.upc1(x)                                   # [N, 512, 4, 4]
+        x = to_param_format(project_code(self.upc1[0], g), self.upc1[0].weight)
+        x = self.upc1[1:](x)                               # [N, 512, 4, 4]
         for block, term in zip(self._skip_blocks, terms):
             x = block[1:](conv_cat(block[0], x, term, skip_pos))
         return x                                           # [N, P, 64, 64]

@@ -39,6 +39,51 @@ def to_param_format(x: Tensor, weight: Tensor) -> Tensor:
     return x
 
 
+def project_code(conv: nn.ConvTranspose2d, g: Tensor) -> Tensor:
+    """``conv`` (a transposed conv with stride 1 and no padding, e.g. 4×4) on codes ``g[N, C]``
+    seen as 1×1 maps, computed as the matrix product it is: ``[N, C_out, k, k]``. The same
+    function as ``conv(g[..., None, None])``; on a CPU it is an order of magnitude faster
+    (oneDNN's transposed convolution on 1×1 inputs: 9.3 vs 0.7 ms for 100 codes, bf16)."""
+    k_h, k_w = conv.weight.shape[-2:]
+    bias = None if conv.bias is None else conv.bias.repeat_interleave(k_h * k_w)
+    out = F.linear(g, conv.weight.flatten(1).t(), bias)
+    return rearrange(out, "n (c kh kw) -> n c kh kw", kh=k_h, kw=k_w)
+
+
+# output phase of a stride-2, 4×4, padding-1 transposed conv -> the kernel taps it uses,
+# in the order a stride-1 2×2 correlation over the input padded by 1 visits them
+_PHASE_TAPS = ((3, 1), (2, 0))
+
+
+def upsample_few_channels(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``conv_transpose2d(x, weight, bias, stride=2, padding=1)`` for a 4×4 kernel, as one
+    stride-1 2×2 convolution that computes the four output phases at once, interleaved.
+
+    The same function (each output sums the same four taps); used where the transposed conv
+    has few output channels, where oneDNN is slow: the 64×64 RGB output of dcgan64,
+    32→3 channels for 100 frames, 11.7 vs 6.4 ms (bf16) and 20.7 vs 11.8 ms (fp32) on a CPU.
+    """
+    n, _, h, w = x.shape
+    taps = [weight[:, :, list(_PHASE_TAPS[a])][:, :, :, list(_PHASE_TAPS[b])] for a in (0, 1) for b in (0, 1)]
+    kernel = rearrange(torch.stack(taps), "phase cin cout kh kw -> (phase cout) cin kh kw")
+    y = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel)                                     # [N, 4·C_out, H+1, W+1]
+    y = rearrange(y, "n (a b c) hh ww -> n a b c hh ww", a=2, b=2)
+    rows = [torch.stack([y[:, a, b, :, a:a + h, b:b + w] for b in (0, 1)], -1) for a in (0, 1)]
+    out = rearrange(torch.stack(rows, -3), "n c h a w b -> n c (h a) (w b)")
+    return out if bias is None else out + bias[None, :, None, None].to(out.dtype)
+
+
+FEW_CHANNELS = 4   # transposed convs with at most this many output channels take upsample_few_channels
+
+
+def transposed(conv: nn.ConvTranspose2d, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``conv``'s transposed convolution of ``x`` with ``weight`` (a slice of ``conv.weight``)."""
+    if (weight.shape[1] <= FEW_CHANNELS and tuple(conv.kernel_size) == (4, 4) and tuple(conv.stride) == (2, 2)
+            and tuple(conv.padding) == (1, 1) and tuple(conv.output_padding) == (0, 0)):
+        return upsample_few_channels(x, weight, bias)
+    return F.conv_transpose2d(x, weight, bias, conv.stride, conv.padding, conv.output_padding)
+
+
 def skip_term(conv: nn.Conv2d | nn.ConvTranspose2d, skip: Tensor) -> Tensor:
     """The skip half of ``conv(cat([x, skip], 1))``: ``conv_skip(skip)`` without bias.
 
@@ -46,8 +91,7 @@ def skip_term(conv: nn.Conv2d | nn.ConvTranspose2d, skip: Tensor) -> Tensor:
     """
     cs = skip.shape[1]
     if isinstance(conv, nn.ConvTranspose2d):  # weight [in, out, k, k]
-        w = conv.weight[-cs:]
-        return F.conv_transpose2d(skip, w, None, conv.stride, conv.padding, conv.output_padding)
+        return transposed(conv, skip, conv.weight[-cs:], None)
     w = conv.weight[:, -cs:]  # weight [out, in, k, k]
     return F.conv2d(skip, w, None, conv.stride, conv.padding)
 
@@ -62,7 +106,7 @@ def conv_cat(conv: nn.Conv2d | nn.ConvTranspose2d, x: Tensor, term: Tensor, skip
     """
     cx = x.shape[1]
     if isinstance(conv, nn.ConvTranspose2d):
-        y = F.conv_transpose2d(x, conv.weight[:cx], conv.bias, conv.stride, conv.padding, conv.output_padding)
+        y = transposed(conv, x, conv.weight[:cx], conv.bias)
     else:
         y = F.conv2d(x, conv.weight[:, :cx], conv.bias, conv.stride, conv.padding)
     if skip_pos is None:
@@ -140,9 +184,8 @@ class VGGDecoder64(nn.Module):
         return [skip_term(block[0][0], s) for block, s in zip(self._skip_blocks, reversed(skips))]
 
     def forward(self, g: Tensor, terms: list[Tensor], skip_pos: Sequence[int] | None = None) -> Tensor:
-        x = rearrange(g, "n g -> n g 1 1")
-        x = to_param_format(x, self.upc1[0].weight)
-        x = self.upc1(x)                                              # [N, 512, 4, 4]
+        x = to_param_format(project_code(self.upc1[0], g), self.upc1[0].weight)
+        x = self.upc1[1:](x)                                          # [N, 512, 4, 4]
         for block, term in zip(self._skip_blocks, terms):
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")    # ×2
             first = block[0]
