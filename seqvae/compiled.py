@@ -4,8 +4,10 @@
 CPU, where an inductor compile of even a tiny SVG costs minutes of CPU time.
 
 What is compiled: ``model(batch)``, i.e. the forward and the −ELBO (the backward is
-compiled with it by AOT autograd). The optimizer step, the grad scaler, the update
-guard and ``commit_step`` stay eager (they hold Python-side decisions).
+compiled with it by AOT autograd). The optimizer step (fused Adam: one kernel), the grad
+scaler, the update guard and ``commit_step`` stay eager; none of them reads a value on the
+host (the guard's verdict is a device tensor, seqvae.training.update_guard), so the host
+queues steps ahead of the GPU.
 
 Recompilation: a training batch always has the same shape (``drop_last=True`` and a fixed
 ``n_past + n_future``), so the step is compiled for static shapes (``dynamic=False``,
