@@ -180,6 +180,8 @@ def apply_update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
             del optimizer.grad_scale, optimizer.found_inf
     elif not bool(skip):
         scaler.step(optimizer)
+
+
 @dataclass
 class LogWindow:
     """The steps since the last metric line: when it began and how many examples it saw."""
@@ -211,7 +213,8 @@ def host_work_due(tc, step: int) -> bool:
 
 def stop_if_stalled(session: Session, result: StepResult) -> None:
     """``train.max_consecutive_skips`` skipped in a row (as of the guard's last sync): write the
-    window that ends at the stall and stop loudly, the last checkpoint untouched."""
+    window that ends at the stall (at the stall's step; loss and grad norm of the step that
+    noticed it) and stop loudly, the last checkpoint untouched."""
     guard = session.guard
     if not guard.stalled:
         return
