@@ -186,10 +186,14 @@ def test_rollout_bit_identical_on_gpu_with_fixed_algorithms():
     With (1) and (2) fixed — ``cudnn.deterministic`` on, ``cudnn.benchmark`` off,
     deterministic algorithms requested, the cuBLAS workspace fixed — and TF32 off, the
     warm-up run, the recording and every replay launch the same kernels on the same
-    inputs: the frames must be bit-identical, on every call. (With the defaults, which the
-    earlier version ran under, (1) alone explains its failure.) A failure here names the
-    size of the difference and where it starts: rows of one chunk only point at that
-    chunk's graph; differences from the first frame on, at the context encoding.
+    inputs: the frames must be bit-identical, on every call. The earlier version ran with
+    cuDNN's defaults (deterministic off), no cuBLAS workspace setting, and matmul TF32 left
+    on by the channels_last test before it: (1) and (2) were both open, and (1) — the
+    decoder's transposed convolutions on a possibly atomic backward-data engine — is the
+    likely cause (not verified on a GPU: its failure message kept no size). A failure here
+    names the size of the difference and where it starts: rows of one chunk only point at
+    that chunk's graph; differences from the first frame on, at the context encoding; a
+    size far above rounding (≫ 1e-4), at a real fault rather than arithmetic.
     """
     torch._dynamo.reset()
     with backends(deterministic=True, benchmark=False, tf32=False):
