@@ -4,8 +4,20 @@
 CPU, where an inductor compile of even a tiny SVG costs minutes of CPU time.
 
 What is compiled: ``model(batch)``, i.e. the forward and the −ELBO (the backward is
-compiled with it by AOT autograd). The optimizer step, the grad scaler, the update
-guard and ``commit_step`` stay eager (they hold Python-side decisions).
+compiled with it by AOT autograd). The optimizer step (fused Adam: one kernel), the grad
+scaler, the update guard and ``commit_step`` stay eager; none of them reads a value on the
+host (the guard's verdict is a device tensor, seqvae.training.update_guard), so the host
+queues steps ahead of the GPU.
+
+Not yet done: the whole step as one CUDA graph (the recurrence launches many small kernels,
+so a step is launch-bound). What stands in the way now that no step reads the host:
+``loss.backward()`` runs from Python, so ``torch.compile`` graphs the forward and AOT's
+backward separately (``mode="reduce-overhead"`` would make each a CUDA graph, the ~30
+kernels of guard and fused Adam staying eager); a hand-captured ``torch.cuda.graph`` of
+the whole step would also need the learning rate as a device tensor (the schedule sets a
+float, which a graph would freeze), the guard's record slot as a device counter (a Python
+index now), static input buffers for the batch, and the optimal-σ head's per-forward
+``_pending`` list (a Python side effect) replaced by a buffer.
 
 Recompilation: a training batch always has the same shape (``drop_last=True`` and a fixed
 ``n_past + n_future``), so the step is compiled for static shapes (``dynamic=False``,

@@ -251,6 +251,10 @@ def test_nan_pixel_step_is_skipped_and_leaves_sigma_ema_unchanged(tmp_path, monk
     for key, value in good["model"].items():   # the update was skipped and the EMA did not take the NaN σ*
         assert torch.equal(after["model"][key], value), key
     assert torch.isfinite(after["model"]["likelihood.ema_sigma2"])
+    # and Adam's moments and step counts too (a zeroed gradient would still move them)
+    for key, state in good["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(after["optimizer"]["state"][key][name], value), (key, name)
     assert _records(run, "train")[-1]["skipped"] == 1 and _records(run, "train")[-1]["skipped_frac"] == 1.0
     test = _records(run, "test")[-1]
     assert test["step"] == 4 and math.isfinite(test["neg_elbo"]) and math.isfinite(test["sigma_ema"])

@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from seqvae.training.update_guard import UpdateGuard
+from seqvae.training.update_guard import RECORD_CAP, UpdateGuard
 
 
 def _norms(scale: float, n: int = 200, spikes: dict[int, float] | None = None) -> list[float]:
@@ -76,3 +76,66 @@ def test_bad_settings_are_rejected():
         UpdateGuard(skip_factor=0.5)
     with pytest.raises(ValueError):
         UpdateGuard(max_consecutive=-1)
+
+
+# ------------------------------------------------- decided on the device (issue 27)
+def _books(guard: UpdateGuard) -> dict:
+    return {"state": guard.state_dict(), "consecutive": guard.consecutive, "stalled": guard.stalled,
+            "streak": guard.streak, "median": guard.median()}
+
+
+SETTINGS = [dict(skip_factor=10.0, warmup=50),                                  # the defaults' rule
+            dict(skip_factor=2.0, warmup=5, window=6, clip=3.5, abs_limit=9.0),  # a ring that wraps, every rule
+            dict(skip_factor=0.0, warmup=0, max_consecutive=4),                   # non-finite only
+            dict(skip_factor=1.5, warmup=3, window=4, max_consecutive=3)]         # spikes that stall it
+
+
+@pytest.mark.parametrize("kw", SETTINGS, ids=["default", "all_rules", "nonfinite_only", "stalls"])
+def test_device_decisions_and_books_equal_the_host_ones(kw):
+    """decide() (a tensor in, a tensor out, the books kept at sync()) is check() exactly:
+    the same verdicts, window statistics, history (the median of an even count is the mean of
+    the two middle values), streak, stall message and warnings, whenever the host syncs —
+    also when it never does (the record fills and decide() syncs itself)."""
+    spikes = {70: 40.0, 71: float("nan"), 72: 30.0, 73: float("inf"), 74: 25.0, 75: 33.0, 150: float("-inf")}
+    norms = _norms(3.0, n=RECORD_CAP + 80, spikes=spikes)          # float32 values, as a real norm is
+    sync_at = {7, 8, 20, 64, 65, 66, 90, 200}
+
+    def run(guard, ask):
+        verdicts, books = [], {}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for step, norm in enumerate(norms, start=1):
+                if ask == "host" and guard.stalled:
+                    break                                           # the trainer stops here
+                verdicts.append(guard.check(norm, step) if ask == "host"
+                                else not bool(guard.decide(torch.tensor(norm, dtype=torch.float32), step)))
+                if step in sync_at:
+                    books[step] = (guard.window_stats(), _books(guard))
+            books["end"] = _books(guard)
+        return verdicts, books, [str(w.message) for w in caught], guard
+
+    host_says, host_books, host_warned, host = run(UpdateGuard(**kw), "host")
+    device_says, device_books, device_warned, device = run(UpdateGuard(**kw), "device")
+    n = len(host_says)
+    assert device_says[:n] == host_says and not any(device_says[n:])    # past a stall: every update skipped
+    if host.stalled:
+        assert n < len(norms) and str(device.stall_error()) == str(host.stall_error())
+        host_books = {k: v for k, v in host_books.items() if k == "end" or k <= n}
+        device_books = {k: v for k, v in device_books.items() if k == "end" or k <= n}
+    else:
+        assert n == len(norms) and sum(not ok for ok in host_says) >= 3
+    assert device_books == host_books
+    assert device_warned == host_warned
+
+
+def test_device_guard_continues_a_loaded_state():
+    norms = _norms(5.0, n=140, spikes={100: 30.0, 120: float("nan")})
+    a = UpdateGuard(warn=False, warmup=20, window=30)
+    for i, n in enumerate(norms[:80]):
+        a.check(n, i + 1)
+    b = UpdateGuard(warn=False, warmup=20, window=30)
+    b.load_state_dict(a.state_dict())
+    rest_a = [a.check(n, i + 81) for i, n in enumerate(norms[80:])]
+    rest_b = [not bool(b.decide(torch.tensor(n), i + 81)) for i, n in enumerate(norms[80:])]
+    assert rest_a == rest_b and rest_a[20] is False and rest_a[40] is False
+    assert _books(a) == _books(b)

@@ -103,7 +103,7 @@ def run_cuda_tests(report: Report, timeout_s: float) -> None:
                 node = case.find(tag)
                 if node is not None:
                     status = {"failure": "failed", "error": "error", "skipped": "skipped"}[tag]
-                    out.setdefault("messages", {})[case.get("name")] = (node.get("message") or "")[:300]
+                    out.setdefault("messages", {})[case.get("name")] = (node.get("message") or "")[:800]
             cases[case.get("name")] = status
         xml.unlink()
     out.update(tests=cases, wall_s=round(time.perf_counter() - t, 1))

@@ -189,6 +189,11 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
             ``mode="reduce-overhead"`` (captured as CUDA graphs, one per chunk size). With
             ``True`` on a CPU the same padded chunks run eagerly (how the padding is tested);
             with ``False`` (the CPU default) chunks are plain slices, as before.
+            Repeated calls with the same seed are bit-identical on CUDA only with fixed
+            algorithms (``torch.backends.cudnn.deterministic = True``, ``benchmark`` off,
+            ``CUBLAS_WORKSPACE_CONFIG`` set): the transposed convolutions of the decoders run
+            cuDNN's backward-data kernels, some of which add partial sums atomically. Under
+            the training settings (benchmark, TF32) they agree to rounding (see tests/test_cuda.py).
     Returns:
         :class:`RolloutResult` with ``frames [B, K, S, horizon, C, H, W]`` and ``costs [B, K, S]``.
     """

@@ -208,27 +208,33 @@ class OptimalSigmaGaussian(GaussianHead):
             sq = (x - mu) ** 2
             if self.per_image:
                 return reduce(sq, "n c h w -> n 1 1 1", "mean")
-            total = torch.stack([sq.sum(), torch.tensor(float(sq.numel()), device=sq.device)])
+            # the count made on the device (torch.tensor(n, device=...) would be a synchronising copy)
+            total = torch.stack([sq.sum(), torch.full((), float(sq.numel()), device=sq.device)])
             if self.training and dist.is_available() and dist.is_initialized():
                 dist.all_reduce(total)
             return total[0] / total[1]
 
-    def apply_pending(self, accepted: bool) -> None:
+    def apply_pending(self, accepted: bool | Tensor) -> None:
         """Fold this step's batch σ*² into the EMA if the update was accepted; drop it otherwise.
-        Every DDP rank holds the same all-reduced value, so the EMAs stay equal."""
+        Every DDP rank holds the same all-reduced value, so the EMAs stay equal.
+
+        ``accepted`` may be a 0-dim bool tensor (the trainer's verdict, on the device): then
+        the fold is computed and kept or dropped there, with the same arithmetic as
+        :func:`ema_decay_at` (in float64, the decay then cast as a Python float would be), and
+        nothing is read on the host."""
         pending, self._pending = self._pending, []
-        if not accepted:
+        if isinstance(accepted, bool) and not accepted:
             return
         for value in pending:
-            if not bool(torch.isfinite(value)):   # belt and braces: an accepted step has a finite loss
-                continue
-            n = int(self.ema_steps)
-            if n == 0:
-                self.ema_sigma2.copy_(value)
-            else:
-                decay = ema_decay_at(self.ema_decay, n)
-                self.ema_sigma2.mul_(decay).add_((1 - decay) * value)
-            self.ema_steps.add_(1)
+            take = torch.isfinite(value)     # belt and braces: an accepted step has a finite loss
+            if not isinstance(accepted, bool):
+                take = take & accepted.to(take.device)
+            n = self.ema_steps.to(torch.float64)
+            decay = ((1.0 + n) / (10.0 + n)).clamp(max=self.ema_decay)          # ema_decay_at(ema_decay, n)
+            folded = self.ema_sigma2 * decay.float() + (1 - decay).float() * value
+            new = torch.where(self.ema_steps == 0, value, folded)
+            self.ema_sigma2.copy_(torch.where(take, new, self.ema_sigma2))
+            self.ema_steps.add_(take.long())
 
     @contextmanager
     def measuring(self) -> Iterator[Tensor]:

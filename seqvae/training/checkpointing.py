@@ -48,9 +48,11 @@ def restore(payload: dict[str, Any], run_dir: Path, spec: DataSpec, changes: lis
             f"{DataSpec(**payload['spec'])}" + (f" (changed: {'; '.join(changes)})" if changes else "")
             + "; a resumed run keeps its data shape: drop those overrides or train a new run in another train.out_dir")
     load_weights(model, payload["model"], run_dir / "checkpoint.pt", changes)
-    optimizer.load_state_dict(payload["optimizer"])
-    for group in optimizer.param_groups:  # a checkpoint from another device type carries its own fused flag
-        group["fused"] = True if device.type == "cuda" else None
+    # fused Adam on every device (it takes the update guard's verdict on the device), also for a
+    # checkpoint written without it: set before loading, so that torch puts each step count
+    # where fused Adam keeps it (a float32 tensor on its parameter's device)
+    state = payload["optimizer"]
+    optimizer.load_state_dict({**state, "param_groups": [{**g, "fused": True} for g in state["param_groups"]]})
     scaler.load_state_dict(payload["scaler"])
     if "update_guard" in payload:  # absent in checkpoints written before the relative skip rule
         guard.load_state_dict(payload["update_guard"])

@@ -6,8 +6,11 @@ scaler under fp16) → gradient norm (logged; optionally clipped) →
 :class:`~seqvae.training.update_guard.UpdateGuard` skips the update when the norm is
 non-finite or a spike relative to the recent accepted norms → Adam step →
 ``model.commit_step(accepted)`` (buffers such as the optimal-σ EMA change only with an
-accepted update). After ``train.max_consecutive_skips`` skips in a row the run stops with
-:class:`~seqvae.training.update_guard.UpdatesSkippedError`, its last checkpoint untouched.
+accepted update). The verdict stays on the device (no host read inside a step); the host
+reads the guard's decisions at log and checkpoint steps. After
+``train.max_consecutive_skips`` skips in a row the run stops, at the next such step, with
+:class:`~seqvae.training.update_guard.UpdatesSkippedError`, its last checkpoint untouched
+(the device skips every update past the stall).
 
 Around it, :func:`train` is a short loop over named phases: open the session (restore a
 resumed run or start one: :mod:`seqvae.training.session`), then per step the step itself,
@@ -84,18 +87,14 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
             batch = batch_to_device(next(session.batches), session.device)
             result = train_step(session, batch)
             window.examples += batch["frames"].shape[0] * dist.world()
-            # train.max_consecutive_skips in a row: stop loudly, the last checkpoint untouched
-            if session.guard.stalled:
-                if session.log is not None:
-                    session.log.write(session.step, "train", {"loss": float(result.loss.detach()),
-                                                              "grad_norm": float(result.grad_norm),
-                                                              **session.guard.window_stats()})
-                raise session.guard.stall_error()
+            is_last = session.step == tc.steps or (deadline is not None and out_of_time(deadline, session.device))
+            if dry_run or is_last or host_work_due(tc, session.step):
+                session.guard.sync()   # the guard decided on the device; the host learns it here
+            stop_if_stalled(session, result)
             if dry_run:
                 dist.print0(f"dry run: one step done, loss {float(result.loss.detach()):.2f}, grad norm "
                             f"{float(result.grad_norm):.3g}; nothing was written")
                 break
-            is_last = session.step == tc.steps or (deadline is not None and out_of_time(deadline, session.device))
             if session.step % tc.log_every == 0 or is_last:
                 bar.update(session.step, log_window(session, result, window))
                 window = LogWindow(time.perf_counter())
@@ -127,11 +126,16 @@ class StepResult:
     out: ELBO
     loss: torch.Tensor
     grad_norm: torch.Tensor
-    accepted: bool
+    accepted: torch.Tensor          # 0-dim bool on the device: whether the update was applied
 
 
 def train_step(session: Session, batch: dict[str, torch.Tensor]) -> StepResult:
-    """One optimizer step on ``batch`` (see the module); advances ``session.step``."""
+    """One optimizer step on ``batch`` (see the module); advances ``session.step``.
+
+    Nothing in it reads a tensor's value on the host (a GPU runs it at its own pace): the
+    guard's verdict stays on the device and reaches the update as fused Adam's ``found_inf``
+    (the kernel leaves parameters, moments and step count alone where it is set) and
+    ``commit_step`` as a tensor. tests/test_step_sync.py checks it."""
     tc, model, optimizer, scaler = session.cfg.train, session.model, session.optimizer, session.scaler
     check_batch(model, batch["frames"])
     with governed(session.governor):
@@ -140,20 +144,42 @@ def train_step(session: Session, batch: dict[str, torch.Tensor]) -> StepResult:
         loss = out.loss
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                   tc.grad_clip if tc.grad_clip > 0 else float("inf"))
-        ok = session.guard.check(grad_norm, session.step + 1)  # False: non-finite or a spike; counted, never silent
-        if ok:
-            rate = learning_rate(session.step, tc.lr, tc.steps, tc.lr_schedule, tc.lr_warmup_steps,
-                                 tc.lr_final_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = rate
-            scaler.step(optimizer)
-        model.commit_step(ok)  # e.g. the optimal-σ EMA takes this batch's σ* only with an applied update
+        grad_norm = gradient_norm(model, tc.grad_clip)   # pre-clip; clipped in place when train.grad_clip > 0
+        skip = session.guard.decide(grad_norm, session.step + 1)   # non-finite or a spike; counted, never silent
+        rate = learning_rate(session.step, tc.lr, tc.steps, tc.lr_schedule, tc.lr_warmup_steps, tc.lr_final_fraction)
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+        apply_update(optimizer, scaler, skip)
+        model.commit_step(~skip)  # e.g. the optimal-σ EMA takes this batch's σ* only with an applied update
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
     session.step += 1
-    return StepResult(out=out, loss=loss, grad_norm=grad_norm, accepted=ok)
+    return StepResult(out=out, loss=loss, grad_norm=grad_norm, accepted=~skip)
+
+
+def gradient_norm(model: torch.nn.Module, clip: float) -> torch.Tensor:
+    """The global L2 norm of the gradients before clipping; with ``clip > 0`` they are then
+    clipped to it in place (no pass over the gradients when clipping is off)."""
+    if clip > 0 or not hasattr(torch.nn.utils, "get_total_norm"):   # get_total_norm: torch >= 2.6
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else float("inf"))
+    return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+
+
+def apply_update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, skip: torch.Tensor) -> None:
+    """The optimizer step, left out where ``skip`` (a device tensor) is set, without reading it.
+
+    Fused Adam takes the verdict as ``found_inf`` (how :class:`torch.amp.GradScaler` hands it
+    its own inf check; ours contains that one: an inf or NaN gradient makes the norm
+    non-finite, and the grads were unscaled already). Another optimizer needs the verdict
+    on the host: one read per step."""
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
+        optimizer.grad_scale, optimizer.found_inf = None, skip.to(torch.float32)
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.grad_scale, optimizer.found_inf
+    elif not bool(skip):
+        scaler.step(optimizer)
 
 
 @dataclass
@@ -177,6 +203,26 @@ def log_window(session: Session, result: StepResult, window: LogWindow) -> dict[
         session.log.write(session.step, "train", values)
     return {"neg_elbo": values["neg_elbo"], "sigma": values.get("sigma", float("nan")),
             "steps/s": window.examples / elapsed / tc.batch_size / dist.world()}
+
+
+def host_work_due(tc, step: int) -> bool:
+    """Whether step ``step`` writes a log line or a checkpoint: the steps at which the host
+    reads the guard's decisions (besides the last one and a full record)."""
+    return step % tc.log_every == 0 or bool(tc.checkpoint_every and step % tc.checkpoint_every == 0)
+
+
+def stop_if_stalled(session: Session, result: StepResult) -> None:
+    """``train.max_consecutive_skips`` skipped in a row (as of the guard's last sync): write the
+    window that ends at the stall (at the stall's step; loss and grad norm of the step that
+    noticed it) and stop loudly, the last checkpoint untouched."""
+    guard = session.guard
+    if not guard.stalled:
+        return
+    if session.log is not None:
+        session.log.write(guard.streak["last_step"], "train", {"loss": float(result.loss.detach()),
+                                                               "grad_norm": float(result.grad_norm),
+                                                               **guard.window_stats()})
+    raise guard.stall_error()
 
 
 def periodic_checkpoint(session: Session, is_last: bool) -> bool:
@@ -210,7 +256,8 @@ def periodic_evaluation(session: Session, batch: dict[str, torch.Tensor], is_las
 
 def out_of_time(deadline: float, device: torch.device) -> bool:
     """Whether the time budget is spent; rank 0 decides for every rank (they stop together)."""
+    if not dist.is_initialized():
+        return time.perf_counter() > deadline   # no tensor: a read every step would stall a GPU
     flag = torch.tensor([float(time.perf_counter() > deadline)], device=device)
-    if dist.is_initialized():
-        torch.distributed.broadcast(flag, 0)
+    torch.distributed.broadcast(flag, 0)
     return bool(flag.item())

@@ -80,9 +80,10 @@ def open_session(cfg: RunConfig, resume: bool, dry_run: bool, overrides: list[st
     model = build_model(cfg, train_set.spec).to(device)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    # fused Adam: one kernel for all parameters (CUDA only; the CPU keeps the default implementation)
+    # fused Adam (CUDA and CPU): one kernel for all parameters, and it takes the update guard's
+    # verdict as a device tensor (found_inf), so a step never reads it on the host
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay,
-                                 fused=True if device.type == "cuda" else None)
+                                 fused=True)
     dtype = amp.resolve(tc.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     guard = UpdateGuard.from_config(tc, warn=dist.is_main())

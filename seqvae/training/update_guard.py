@@ -18,6 +18,23 @@ it warns once when more than ``WARN_SKIP_FRACTION`` of the updates after warm-up
 skipped, and once when most updates of a log window were clipped.
 
 Every rank sees the same (all-reduced) gradients, hence the same norm and decisions.
+
+Two ways to ask, one rule:
+
+* :meth:`UpdateGuard.check` takes the norm as a host number and answers at once (the
+  reference; what the unit tests drive);
+* :meth:`UpdateGuard.decide` takes the norm as a tensor and answers with a 0-dim bool
+  tensor on its device (True: skip), never reading a value on the host, so that a GPU step
+  does not wait for its own kernels (issue 27). The history of accepted norms, the
+  accepted and in-a-row counts live on that device too (the median is taken there, with
+  :func:`statistics.median`'s rule for an even count), and every decision is recorded in a
+  small device buffer. :meth:`sync` reads that buffer once and replays it into the host
+  bookkeeping above (counts, streak, warnings), exactly as :meth:`check` would have kept
+  it; the trainer syncs at log, checkpoint and last steps, and the guard itself when its
+  buffer of :data:`RECORD_CAP` decisions is full. Until a sync the host does not know of a
+  stall; the device does: once ``max_consecutive`` updates in a row were skipped it skips
+  every later one as well (reason ``"stalled"``, not counted), so nothing changes between
+  the stall and the sync that stops the run, and the stop reports the same streak.
 """
 from __future__ import annotations
 
@@ -27,9 +44,13 @@ import warnings
 from collections import deque
 from typing import Any
 
+import torch
+
 WARN_SKIP_FRACTION = 0.05   # warn once when more than this share of post-warm-up updates were skipped …
 WARN_MIN_STEPS = 20         # … judged over at least this many steps
 WARN_CLIP_FRACTION = 0.5    # warn once when more than this share of a log window's updates were clipped
+RECORD_CAP = 256            # device-side decisions kept between two syncs (then decide() syncs itself)
+REASONS = (None, "non-finite", "abs", "spike", "stalled")   # the device's reason codes 0..4
 
 
 class UpdatesSkippedError(RuntimeError):
@@ -59,6 +80,8 @@ class UpdateGuard:
         self.streak: dict[str, Any] = {}   # the current run of skips: first step, norms seen, reasons
         self._window = {"steps": 0, "skipped": 0, "clipped": 0}
         self._warned_skips = self._warned_clips = False
+        self._device: _DeviceState | None = None   # decide()'s state, made from the host state when first needed
+        self._pending: list[int] = []               # steps decided on the device since the last sync
 
     @classmethod
     def from_config(cls, tc, warn: bool = True) -> "UpdateGuard":
@@ -85,9 +108,17 @@ class UpdateGuard:
         return None
 
     def check(self, grad_norm: float, step: int) -> bool:
-        """Record the update taken at ``step`` (1-based) with this pre-clip norm; True: apply it."""
+        """Record the update taken at ``step`` (1-based) with this pre-clip norm; True: apply it.
+        Reads the norm on the host (see :meth:`decide` for the device-side way)."""
+        self.sync()
+        self._device = None                  # the host state moves on: decide() rebuilds from it
         norm = float(grad_norm)
         reason = self.reason_to_skip(norm)
+        self._account(norm, reason, step)
+        return reason is None
+
+    def _account(self, norm: float, reason: str | None, step: int) -> None:
+        """The bookkeeping of one decision (counts, history, streak, warnings)."""
         late = self.warmed_up
         self._window["steps"] += 1
         self.late_steps += late
@@ -97,7 +128,7 @@ class UpdateGuard:
             self.consecutive = 0
             self.streak = {}
             self._window["clipped"] += bool(self.clip and norm > self.clip)
-            return True
+            return
         self._window["skipped"] += 1
         self.late_skipped += late
         if not self.streak:
@@ -111,7 +142,59 @@ class UpdateGuard:
         if reason not in self.streak["reasons"]:
             self.streak["reasons"].append(reason)
         self._maybe_warn_skips()
-        return False
+
+    # ------------------------------------------------------------------ deciding on the device
+    def decide(self, grad_norm: torch.Tensor, step: int) -> torch.Tensor:
+        """The same rule as :meth:`check` for the update taken at ``step``, decided on
+        ``grad_norm``'s device: returns a 0-dim bool tensor there, True where the update is to
+        be skipped. No value is read on the host; the host bookkeeping follows at :meth:`sync`."""
+        if len(self._pending) >= RECORD_CAP:
+            self.sync()
+        d = self._device_state(grad_norm.device)
+        norm = grad_norm.detach().reshape(()).to(torch.float64)
+        code = torch.zeros((), dtype=torch.int64, device=norm.device)
+        if self.skip_factor:
+            filled = (~torch.isnan(d.history)).sum()                    # accepted norms held (≤ window)
+            ordered = torch.sort(d.history).values                       # NaN (empty slots) sort last
+            lower = ordered.gather(0, ((filled - 1).clamp(min=0) // 2).view(1))
+            upper = ordered.gather(0, (filled // 2).clamp(max=ordered.numel() - 1).view(1))
+            median = ((lower + upper) / 2).reshape(())                   # statistics.median's rule
+            spike = (d.accepted >= self.warmup) & (filled > 0) & (norm > self.skip_factor * median)
+            code = torch.where(spike, 3, code)
+        if self.abs_limit:
+            code = torch.where(norm > self.abs_limit, 2, code)
+        code = torch.where(torch.isfinite(norm), code, 1)
+        if self.max_consecutive:   # past a stall every update is skipped until the host stops the run
+            code = torch.where(d.consecutive >= self.max_consecutive, 4, code)
+        skip = code != 0
+        accept = ~skip
+        slot = d.position.view(1)
+        d.history.index_copy_(0, slot, torch.where(accept, norm, d.history.index_select(0, slot).reshape(())).view(1))
+        d.position.copy_((d.position + accept) % d.history.numel())
+        d.accepted.add_(accept)
+        d.consecutive.copy_(torch.where(skip, d.consecutive + 1, 0))
+        d.records[len(self._pending)].copy_(torch.stack([norm, code.to(torch.float64)]))
+        self._pending.append(step)
+        return skip
+
+    def sync(self) -> None:
+        """Read the decisions :meth:`decide` made since the last sync (one device → host read)
+        and keep their books as :meth:`check` would have. Decisions after a stall are dropped
+        (the device skipped them; the run stops)."""
+        if not self._pending:
+            return
+        steps, self._pending = self._pending, []
+        rows = self._device.records[: len(steps)].tolist()
+        for (norm, code), step in zip(rows, steps):
+            if self.stalled:
+                break
+            self._account(norm, REASONS[int(code)], step)
+
+    def _device_state(self, device: torch.device) -> "_DeviceState":
+        if self._device is None or self._device.history.device != device:
+            self.sync()
+            self._device = _DeviceState(self, device)
+        return self._device
 
     @property
     def stalled(self) -> bool:
@@ -148,6 +231,7 @@ class UpdateGuard:
     # ------------------------------------------------------------------ logging
     def window_stats(self) -> dict[str, float]:
         """Skip/clip statistics of the log window just ended (then a new window starts)."""
+        self.sync()
         w = self._window
         steps = max(w["steps"], 1)
         stats = {"skipped": w["skipped"], "skipped_frac": w["skipped"] / steps, "clipped_frac": w["clipped"] / steps,
@@ -175,11 +259,31 @@ class UpdateGuard:
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
+        self.sync()
         return {"history": list(self.history), "accepted": self.accepted, "late_steps": self.late_steps,
                 "late_skipped": self.late_skipped}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._device, self._pending = None, []
         self.history.clear()
         self.history.extend(float(x) for x in state["history"])
         self.accepted, self.late_steps, self.late_skipped = (state["accepted"], state["late_steps"],
                                                              state["late_skipped"])
+
+
+class _DeviceState:
+    """What :meth:`UpdateGuard.decide` keeps on the device: the accepted norms (a ring of the
+    window's size, NaN where empty; the oldest is overwritten first, as the host deque drops
+    it), the next slot, the accepted and in-a-row counts, and the decisions not yet synced
+    (norm, reason code). Made from the host state, which is exact at that moment."""
+
+    def __init__(self, guard: UpdateGuard, device: torch.device) -> None:
+        size = guard.history.maxlen
+        held = list(guard.history)
+        self.history = torch.full((size,), float("nan"), dtype=torch.float64)
+        self.history[: len(held)] = torch.tensor(held, dtype=torch.float64)
+        self.history = self.history.to(device)
+        self.position = torch.tensor(len(held) % size, device=device)
+        self.accepted = torch.tensor(guard.accepted, device=device)
+        self.consecutive = torch.tensor(guard.consecutive, device=device)
+        self.records = torch.zeros(RECORD_CAP, 2, dtype=torch.float64, device=device)
