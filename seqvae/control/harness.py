@@ -17,7 +17,7 @@ import torch
 from seqvae.control.cem import CEMConfig
 from seqvae.control.costs import GoalImageCost
 from seqvae.control.environment import Environment, FrameCost, PlanningWorld
-from seqvae.control.episode_video import render_episode
+from seqvae.control.episode_video import render_episode, row_order
 from seqvae.control.mpc import EpisodeRecord, run_episode
 from seqvae.control.mppi import MPPIConfig
 from seqvae.control.optimizers import OPTIMIZERS, PlanOptimizer
@@ -201,12 +201,15 @@ def evaluate_planning(world: PlanningWorld, cfg: PlanEvalConfig, model: VideoPre
         starts.append(env.distance())
     results["start_distances"] = starts
     results["mean_start_distance"] = sum(starts) / len(starts)
+    rendered = min(cfg.render_episodes, cfg.episodes)
+    if rendered:   # the rows of every episode MP4, top to bottom (what a page showing them must say)
+        results["video_rows"] = row_order({n: records[n][0] for n in cfg.methods})
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "results.json", json.dumps(results, indent=2))
         atomic_write_text(out / "results.md", results_markdown(results) + "\n")
-        for i in range(min(cfg.render_episodes, cfg.episodes)):
+        for i in range(rendered):
             path = render_episode(out / f"episode_{i:03d}.mp4", {n: records[n][i] for n in cfg.methods},
                                   threshold, title=f"episode {i}: {world.task}")
             log(f"wrote {path}")

@@ -24,7 +24,9 @@ Run folder layout::
     <out_dir>/run.json          what the process ran with (device, precision, threads, torch)
     <out_dir>/metrics.jsonl     one JSON object per log line ({"step", "split", ...})
     <out_dir>/checkpoint.pt     the latest checkpoint
-    <out_dir>/images/           step_XXXXXXX_{reconstructions,samples}.png
+    <out_dir>/images/           step_XXXXXXX_{reconstructions,samples}.png (and _predictions.mp4 for videos)
+    <out_dir>/index.html        the run's page (seqvae.render.report), written at every evaluation
+    <out_dir>/report/           what only the page shows (the training curves)
 """
 from __future__ import annotations
 
@@ -37,11 +39,12 @@ import torch
 from seqvae import amp, dist
 from seqvae.config import RunConfig
 from seqvae.data.spec import batch_to_device
-from seqvae.evaluation.elbo import check_batch, evaluate_elbo
+from seqvae.evaluation.elbo import check_batch, evaluate_elbo, score_batch
 from seqvae.models.output import ELBO
+from seqvae.render.report import write_run_page
 from seqvae.threads import governed
 from seqvae.training import run_folder
-from seqvae.training.figures import save_image_grids
+from seqvae.training.figures import save_image_grids, save_prediction_video
 from seqvae.training.interrupt import StopSignals, TrainingInterrupted
 from seqvae.training.lr_schedule import learning_rate
 from seqvae.training.progress import Progress
@@ -194,18 +197,31 @@ def periodic_checkpoint(session: Session, is_last: bool) -> bool:
 
 def periodic_evaluation(session: Session, batch: dict[str, torch.Tensor], is_last: bool) -> None:
     """The test-split bound every ``train.eval_every`` steps and the figures every
-    ``train.image_every`` steps (and both at the end), after the step's checkpoint."""
+    ``train.image_every`` steps (and both at the end), after the step's checkpoint; then the
+    run's page (``index.html``) is written again. The test bound is also taken on the first
+    frames of each test sequence, as many as the training batches have (``bpd_window``), and
+    the step's training batch is scored as the test split is (split ``train_eval``: eval
+    mode, the head's evaluation σ), so that train and test are compared on the same terms."""
     tc, step = session.cfg.train, session.step
-    if (tc.eval_every and step % tc.eval_every == 0) or is_last:
+    evaluated = (tc.eval_every and step % tc.eval_every == 0) or is_last
+    if evaluated:
         result = evaluate_elbo(session.model, session.test_set, tc.batch_size, session.device, session.dtype,
-                               tc.eval_batches)
+                               tc.eval_batches, window=batch["frames"].shape[1])
         if session.log is not None:
+            # the step's batch scored as the test split is (eval mode, evaluation σ): like with like
+            session.log.write(step, "train_eval", score_batch(session.model, batch, session.device, session.dtype))
             session.log.write(step, "test", result)
-        dist.print0(f"step {step}: test -ELBO {result['neg_elbo']:.2f} nats ({result['bpd']:.4f} bits/dim)")
-    if dist.is_main() and ((tc.image_every and step % tc.image_every == 0) or is_last):
+        window = (f"; its first {result['window_frames']} frames, as trained: {result['bpd_window']:.4f} bits/dim"
+                  if "bpd_window" in result else "")
+        dist.print0(f"step {step}: test -ELBO {result['neg_elbo']:.2f} nats ({result['bpd']:.4f} bits/dim{window})")
+    figures = dist.is_main() and ((tc.image_every and step % tc.image_every == 0) or is_last)
+    if figures:
         session.model.eval()
         save_image_grids(session.model, batch, session.run_dir, step, tc.seed)
+        save_prediction_video(session.model, session.test_set, session.run_dir, step, tc.seed, session.device)
         session.model.train()
+    if session.log is not None and (evaluated or figures):
+        write_run_page(session.run_dir)
 
 
 def out_of_time(deadline: float, device: torch.device) -> bool:
