@@ -24,6 +24,7 @@ from seqvae.control.optimizers import OPTIMIZERS, PlanOptimizer
 from seqvae.control.planner import PlanningModel, VideoModelPlanner
 from seqvae.io import atomic_write_text, plain
 from seqvae.models.base import VideoPredictor
+from seqvae.progress import Bar
 from seqvae.threads import loop_governor
 
 METHODS = ("random", "true_sim", "sim_frames", "learned")
@@ -153,7 +154,8 @@ def planning_models(world: PlanningWorld, env: Environment, cfg: PlanEvalConfig,
 
 def evaluate_planning(world: PlanningWorld, cfg: PlanEvalConfig, model: VideoPredictor | None = None,
                       env: Environment | None = None, out_dir: str | Path | None = None,
-                      log: Callable[[str], None] = print, threads: int = 0) -> dict[str, Any]:
+                      log: Callable[[str], None] = print, threads: int = 0,
+                      progress: Bar | None = None) -> dict[str, Any]:
     """Closed-loop episodes of ``world``'s task for every method of ``cfg.methods``.
 
     Methods: ``random`` (uniform random actions), ``true_sim`` (the optimizer with the true
@@ -164,7 +166,9 @@ def evaluate_planning(world: PlanningWorld, cfg: PlanEvalConfig, model: VideoPre
     distances + seconds}}``; with ``out_dir`` also writes ``results.json``, ``results.md``
     and MP4s of the first ``cfg.render_episodes`` episodes. On the CPU the video models'
     planning calls run with threads chosen by a :class:`seqvae.threads.ThreadGovernor`
-    (``threads`` > 0 or ``OMP_NUM_THREADS`` fixes the count).
+    (``threads`` > 0 or ``OMP_NUM_THREADS`` fixes the count). ``progress`` (a
+    :class:`seqvae.progress.Bar` over ``len(cfg.methods) * cfg.episodes`` episodes) is told of
+    every episode, with its line; without it the line goes to ``log``.
     """
     cfg = dataclasses.replace(cfg, cost=world_cost(world, cfg.cost))
     env = env or world.make_env(None)
@@ -189,8 +193,12 @@ def evaluate_planning(world: PlanningWorld, cfg: PlanEvalConfig, model: VideoPre
             seconds.append(rec.seconds)
             if i < cfg.render_episodes:
                 records[name].append(rec)
-            log(f"[{name}] episode {i + 1}/{cfg.episodes}: start {float(rec.distances[0]):.3f} -> "
-                f"final {rec.final_distance:.3f} ({rec.seconds:.1f} s)")
+            line = (f"[{name}] episode {i + 1}/{cfg.episodes}: start {float(rec.distances[0]):.3f} -> "
+                    f"final {rec.final_distance:.3f} ({rec.seconds:.1f} s)")
+            if progress is not None:
+                progress.update(1, message=line)
+            else:
+                log(line)
         summary = summarize(finals, threshold)
         summary.update(final_distances=finals, seconds_per_episode=sum(seconds) / len(seconds), seconds=seconds)
         results["methods"][name] = summary

@@ -18,6 +18,7 @@ from seqvae import amp, dist
 from seqvae.data.loader import eval_loader
 from seqvae.data.spec import batch_to_device
 from seqvae.models.base import SequenceVAE, eval_mode
+from seqvae.progress import Bar
 
 
 def check_batch(model: SequenceVAE, frames: torch.Tensor) -> None:
@@ -35,7 +36,7 @@ def check_batch(model: SequenceVAE, frames: torch.Tensor) -> None:
 @torch.no_grad()
 def evaluate_elbo(model: SequenceVAE, dataset: Dataset, batch_size: int, device: torch.device,
                   dtype: torch.dtype | None = None, max_batches: int = 0, seed: int = 1234,
-                  window: int = 0) -> dict[str, float]:
+                  window: int = 0, progress: Bar | None = None) -> dict[str, float]:
     """Mean −ELBO (nats), NLL, KL and bits/dim over (at most ``max_batches`` batches of) a split.
 
     For videos (models whose bound has one term per frame) also ``bpd_per_frame``: the bits
@@ -44,7 +45,8 @@ def evaluate_elbo(model: SequenceVAE, dataset: Dataset, batch_size: int, device:
     bound of the first ``window`` frames of each sequence only. Every term of the bound is
     causal (frame t's terms see frames up to t), so that is the bound a ``window``-frame
     sequence would get: what the trainer puts beside the training batches' bound, which
-    covers windows of that length (``window_frames`` says how long).
+    covers windows of that length (``window_frames`` says how long). ``progress`` is told of
+    every batch (:func:`batches_in`).
     """
     sums = torch.zeros(5, dtype=torch.float64, device=device)  # neg_elbo, nll, kl, bpd, count
     per_frame: torch.Tensor | None = None                      # Σ over sequences of −ELBO_t, nats [T-1]
@@ -71,6 +73,8 @@ def evaluate_elbo(model: SequenceVAE, dataset: Dataset, batch_size: int, device:
                     per_frame += terms
                 else:                                           # sequences of several lengths: no curve
                     per_frame, frame_dims = torch.zeros(0, dtype=torch.float64, device=device), -1
+            if progress is not None:
+                progress.update(1, **{"-ELBO": float(sums[0] / sums[4])})
     dist.all_reduce_sum(sums)
     if sums[4] == 0:
         raise ValueError("the evaluation split is empty")
@@ -92,6 +96,18 @@ def evaluate_elbo(model: SequenceVAE, dataset: Dataset, batch_size: int, device:
     if not all(math.isfinite(v) for v in result.values() if isinstance(v, float)):
         result["warning"] = "non-finite values in evaluation"
     return result
+
+
+def batches_in(dataset: Dataset, batch_size: int, max_batches: int = 0, limit: int | None = None) -> int | None:
+    """How many batches of ``batch_size`` an evaluation of ``dataset`` (its first ``limit``
+    items) takes, at most ``max_batches`` (0: all); None when the split does not say its size."""
+    try:
+        size = len(dataset)
+    except TypeError:
+        return max_batches or None
+    size = min(size, limit) if limit is not None else size
+    count = -(-size // max(batch_size, 1))
+    return min(count, max_batches) if max_batches else count
 
 
 @torch.no_grad()
