@@ -361,8 +361,11 @@ def evaluation_section(folder: Path) -> Section:
                     "baseline (a model that predicts no motion), and, shaded, the mean ± 1 s.d. of all samples; "
                     "bands are ±1 standard error over sequences.")
     if results:
-        what.append("The table lists every figure of eval.json: the −log p bound (nats per example, bits/dim) "
-                    "with its NLL and KL, the decoder's σ, and the video metrics of the same samples.")
+        parts = (["the −log p bound (nats per example, bits/dim) with its NLL and KL"] if "bpd" in results else [])
+        parts += ["the decoder's σ"] if any(k.startswith("sigma") for k in results) else []
+        parts += ["the video metrics of the sampled futures (best of N and the copy-last-frame baseline)"
+                  if any(k.endswith("_mean") for k in results) else "the other figures"]
+        what.append("The table lists every figure of eval.json: " + ", ".join(parts) + ".")
     rows: list[list[Any]] = [["figure", "value"]]
     for key, value in results.items():
         if isinstance(value, (list, dict)):
