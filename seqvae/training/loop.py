@@ -31,7 +31,7 @@ Run folder layout::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -78,6 +78,7 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
     deadline = time.perf_counter() + tc.time_limit_minutes * 60 if tc.time_limit_minutes > 0 else None
     bar = Progress(tc.steps, session.step, deadline, progress and dist.is_main() and not dry_run, tc.log_every)
     window = LogWindow(time.perf_counter())
+    page = PageRefresh()
     saved_step = session.step if session.resumed else -1
     last_step = tc.steps if not dry_run else session.step + 1
     session.model.train()
@@ -106,7 +107,7 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
                 bar.update(session.step)
             if periodic_checkpoint(session, is_last):
                 saved_step = session.step
-            periodic_evaluation(session, batch, is_last)
+            periodic_evaluation(session, batch, is_last, page)
             if is_last:
                 if session.step < tc.steps:
                     dist.print0(f"stopped at step {session.step}: "
@@ -195,10 +196,30 @@ def periodic_checkpoint(session: Session, is_last: bool) -> bool:
     return False
 
 
-def periodic_evaluation(session: Session, batch: dict[str, torch.Tensor], is_last: bool) -> None:
+@dataclass
+class PageRefresh:
+    """When the trainer writes the run's page again: after every evaluation, except while the
+    last page (or the start of training) is less than ``min_seconds`` old — a tiny run
+    evaluates every few milliseconds, and a page takes a few tenths of a second — and always
+    at the end."""
+
+    min_seconds: float = 20.0
+    written: float = field(default_factory=time.perf_counter)
+
+    def due(self, is_last: bool) -> bool:
+        now = time.perf_counter()
+        if is_last or now - self.written >= self.min_seconds:
+            self.written = now
+            return True
+        return False
+
+
+def periodic_evaluation(session: Session, batch: dict[str, torch.Tensor], is_last: bool,
+                        page: PageRefresh | None = None) -> None:
     """The test-split bound every ``train.eval_every`` steps and the figures every
     ``train.image_every`` steps (and both at the end), after the step's checkpoint; then the
-    run's page (``index.html``) is written again. The test bound is also taken on the first
+    run's page (``index.html``) is written again (``page`` may hold back a page within
+    seconds of the last one; the last step always writes it). The test bound is also taken on the first
     frames of each test sequence, as many as the training batches have (``bpd_window``), and
     the step's training batch is scored as the test split is (split ``train_eval``: eval
     mode, the head's evaluation σ), so that train and test are compared on the same terms."""
@@ -220,7 +241,7 @@ def periodic_evaluation(session: Session, batch: dict[str, torch.Tensor], is_las
         save_image_grids(session.model, batch, session.run_dir, step, tc.seed)
         save_prediction_video(session.model, session.test_set, session.run_dir, step, tc.seed, session.device)
         session.model.train()
-    if session.log is not None and (evaluated or figures):
+    if session.log is not None and (evaluated or figures) and (page is None or page.due(is_last)):
         write_run_page(session.run_dir)
 
 
