@@ -80,6 +80,29 @@ def test_seqvae_report_shows_every_evaluation_with_its_figures_and_plots(video_r
     assert all(p.is_file() for p in referenced_files(page))
 
 
+def test_seqvae_report_makes_the_prediction_video_of_a_run_that_has_none(video_run, tmp_path, capsys):
+    """A run trained before the trainer saved videos: the page gets one made from the
+    checkpoint; with a damaged checkpoint the page is still written, with a note."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(video_run, old)
+    for video in (old / "images").glob("*.mp4"):
+        video.unlink()
+    assert cli_main(["report", str(old)]) == 0
+    assert "step_0000004_predictions.mp4" in {p.name for p in referenced_files(old / "index.html")}
+    assert (old / "images" / "step_0000004_predictions.mp4").is_file()
+    (old / "images" / "step_0000004_predictions.mp4").unlink()
+    (old / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert cli_main(["report", str(old)]) == 0
+    assert "note: no prediction video" in capsys.readouterr().out
+    assert all(p.is_file() for p in referenced_files(old / "index.html"))
+    assert cli_main(["report", str(tmp_path / "nowhere")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["report", str(tmp_path / "empty")]) == 2
+    assert "holds no seqvae run" in capsys.readouterr().err
+
+
 def test_train_and_test_are_compared_over_the_same_window(video_run):
     """The test record carries the bound of the first ``seq_len`` frames of each sequence
     (what a training batch covers) and the bound of each frame; the step's training batch is

@@ -174,7 +174,7 @@ def figure_lines(page: dict[str, Any]) -> list[str]:
 
 def planning_what(results: dict[str, Any]) -> str:
     """What a planning episode's video shows, its rows named in the video's own order."""
-    rows = "; ".join(f"{r} ({METHOD_LABELS.get(r, r)})" for r in results.get("video_rows") or results["methods"])
+    rows = "; ".join(f"{r} — {METHOD_LABELS.get(r, r)}" for r in results.get("video_rows") or results["methods"])
     return ("One closed-loop episode of \"push the object to the ring\" under each method, on the same start and "
             f"goal. Rows, top to bottom: {rows}. The first panel of a row is the episode as it runs (the ring is the "
             "goal, d the pushed object's distance to it; 'reached' or 'missed' says whether it ended within the "

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from seqvae.checkpoint import CheckpointError
 from seqvae.cli.common import DEFAULT_DEVICE, check_device
 
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> Path:
             made = prediction_video(run_dir, torch.device(args.device))
             if made is not None:
                 print(f"wrote {made} (predictions of test sequences from the checkpoint)")
-        except (OSError, ValueError) as err:    # e.g. the run's data set is not on this machine
+        except (OSError, ValueError, CheckpointError) as err:   # e.g. its data set is not on this machine
             print(f"note: no prediction video: {err}")
     page = write_run_page(run_dir)
     print(f"wrote {page}")
