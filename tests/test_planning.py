@@ -264,6 +264,7 @@ def test_true_simulator_cem_beats_random_actions(tmp_path):
     assert results["threshold"] == SIM.cfg.object_radius
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["methods"]["true_sim"]["final_distances"] == cem["final_distances"]
+    assert saved["video_rows"] == ["true_sim", "random"]      # the episode video's rows, top to bottom
     table = (tmp_path / "results.md").read_text()
     assert "planner + true simulator" in table and "random actions" in table
     from seqvae.render import read_video

@@ -8,6 +8,8 @@
     seqvae rollout CKPT ...                 (predicted futures -> .npz + MP4)
     seqvae plan [CONFIG] [key=value ...]    (closed-loop planning in a registered world)
     seqvae render INPUT.npz --out FILE      (labelled panels -> MP4 / GIF / PNG)
+    seqvae report RUN                       (RUN/index.html: curves, predictions, evaluations, config)
+    seqvae play [--port P]                  (drive the pushing world beside the model's prediction, in a browser)
 
 Under ``torchrun --nproc_per_node=N -m seqvae.cli train ...`` training runs with DDP.
 Errors a user can fix (bad config, missing or corrupt data, corrupt checkpoint, a full or
@@ -22,7 +24,7 @@ import re
 import sys
 
 from seqvae.checkpoint import CheckpointError
-from seqvae.cli import analyze, demo, evaluate, plan, render, rollout, sample, train
+from seqvae.cli import analyze, demo, evaluate, plan, play, render, report, rollout, sample, train
 from seqvae.config import ConfigError
 from seqvae.data.video_decoding import VideoDecodeError
 from seqvae.training.interrupt import TrainingInterrupted
@@ -32,7 +34,7 @@ from seqvae.training.update_guard import UpdatesSkippedError
 # errors whose message tells the user what to fix: one line on stderr, exit status 2
 USER_ERRORS = (ConfigError, CheckpointError, RunFolderError, UpdatesSkippedError, VideoDecodeError, ValueError, OSError)
 
-COMMANDS = (train, evaluate, sample, analyze, rollout, render, plan, demo)
+COMMANDS = (train, evaluate, sample, analyze, rollout, render, plan, demo, report, play)
 
 
 def build_parser() -> argparse.ArgumentParser:

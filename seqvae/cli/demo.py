@@ -10,7 +10,9 @@
    random actions and CEM with the true simulator on the same episodes), goal marked,
    planned futures shown.
 4. **Figures**: the shipped models' held-out figures (their cards), and this run's own.
-5. ``index.html`` in the run folder shows the videos, the training curves and the figures.
+5. ``index.html`` in the demo folder shows the videos, the training curves and the figures,
+   each with what it compares; its run sections are the from-scratch run's own page
+   (:func:`seqvae.render.report.run_sections`, what ``seqvae report`` writes).
 
 A finished training run in the folder is reused (never deleted): delete it or pass
 another ``--out-dir`` to train again.
@@ -31,14 +33,14 @@ from seqvae.build import build_data
 from seqvae.checkpoint import load_checkpoint
 from seqvae.cli.plan import load_plan_config
 from seqvae.config import RunConfig, find_repo_file
-from seqvae.control.harness import evaluate_planning
+from seqvae.control.harness import METHOD_LABELS, evaluate_planning
 from seqvae.evaluation.curves import best_of_n
 from seqvae.evaluation.metrics import psnr
 from seqvae.evaluation.video import MAX_DB, draw_futures, evaluate_video
 from seqvae.io import atomic_write_text, new_folder
 from seqvae.loading import load_model
 from seqvae.registry import video_metrics_for
-from seqvae.render.report import training_curves, write_index
+from seqvae.render.report import Figure, Section, run_sections, write_page
 from seqvae.training import train
 
 DEMO_CONFIG = "configs/demo/svg.yaml"
@@ -66,6 +68,23 @@ def test_batch(cfg: RunConfig, count: int, device: torch.device) -> dict[str, to
     return batch
 
 
+ACTION_FREE_TITLE = "action-free SVG-LP (shipped): green = context, red = predicted"
+ACTIONS_TITLE = "action-conditioned SVG-LP (shipped): one context, three action sequences"
+ACTION_LABELS = ("true actions", "mirrored actions", "gripper held still")
+
+
+def action_free_panels(frames: torch.Tensor, samples: torch.Tensor, best: torch.Tensor, n_ctx: int) -> list:
+    """Per sequence of ``frames [B, n_ctx + F, C, H, W]``: truth | best of S | two other
+    samples (``samples [S, B, F, C, H, W]`` predicted after the context; ``best [B]``)."""
+    panels = []
+    n_samples = samples.shape[0]
+    for b in range(frames.shape[0]):
+        videos = torch.cat([repeat(frames[b, :n_ctx], "t c h w -> s t c h w", s=n_samples), samples[:, b]], 1)
+        panels += render.prediction_panels(frames[b].cpu(), videos.cpu(), n_ctx, best_index=int(best[b]),
+                                           max_samples=3, prefix=f"seq {b}: ", truth_label="truth")
+    return panels
+
+
 def action_free_video(model, cfg, out: Path, device: torch.device) -> Path:
     """Per test sequence: truth | best of 16 (PSNR) | two other samples."""
     batch = test_batch(cfg, SEQUENCES, device)
@@ -74,14 +93,19 @@ def action_free_video(model, cfg, out: Path, device: torch.device) -> Path:
     samples = draw_futures(model, batch, n_future, SAMPLES, torch.Generator(device=device).manual_seed(0))
     truth = frames[:, n_ctx:n_ctx + n_future]
     best = best_of_n(psnr(samples, repeat(truth, "b t c h w -> s b t c h w", s=SAMPLES), max_db=MAX_DB), True).index
+    panels = action_free_panels(frames[:, :n_ctx + n_future], samples, best, n_ctx)
+    return render.write_mp4(out, render.compose(panels, columns=4, scale=2, title=ACTION_FREE_TITLE), fps=6)
+
+
+def action_panels(frames: torch.Tensor, predicted: torch.Tensor, n_ctx: int) -> list:
+    """Per sequence of ``frames [B, n_ctx + F, C, H, W]``: truth | the predictions
+    ``predicted [B, 3, F, C, H, W]`` under :data:`ACTION_LABELS`."""
     panels = []
-    for b in range(SEQUENCES):
-        videos = torch.cat([repeat(frames[b, :n_ctx], "t c h w -> s t c h w", s=SAMPLES), samples[:, b]], 1)
-        panels += render.prediction_panels(frames[b, :n_ctx + n_future].cpu(), videos.cpu(), n_ctx,
-                                           best_index=int(best[b]), max_samples=3, prefix=f"seq {b}: ")
-    video = render.compose(panels, columns=4, scale=2,
-                           title="action-free SVG-LP (shipped): green = context, red = predicted")
-    return render.write_mp4(out, video, fps=6)
+    for b in range(frames.shape[0]):
+        panels.append(render.Panel(frames[b].cpu(), f"seq {b}: truth", context=n_ctx, ground_truth=True))
+        for k, label in enumerate(ACTION_LABELS):
+            panels.append(render.Panel(torch.cat([frames[b, :n_ctx], predicted[b, k]]).cpu(), label, context=n_ctx))
+    return panels
 
 
 def action_video(model, cfg, out: Path, device: torch.device) -> Path:
@@ -96,16 +120,8 @@ def action_video(model, cfg, out: Path, device: torch.device) -> Path:
 
     out_frames = rollout(model, frames[:, :n_ctx], candidates, 1, generator=torch.Generator().manual_seed(0),
                          context_actions=actions[:, :n_ctx - 1]).frames[:, :, 0]      # [B, 3, T, C, H, W]
-    labels = ("true actions", "mirrored actions", "gripper held still")
-    panels = []
-    for b in range(SEQUENCES):
-        panels.append(render.Panel(frames[b, :n_ctx + n_future].cpu(), f"seq {b}: ground truth", context=n_ctx,
-                                   ground_truth=True))
-        for k, label in enumerate(labels):
-            panels.append(render.Panel(torch.cat([frames[b, :n_ctx], out_frames[b, k]]).cpu(), label, context=n_ctx))
-    video = render.compose(panels, columns=4, scale=2,
-                           title="action-conditioned SVG-LP (shipped): one context, three action sequences")
-    return render.write_mp4(out, video, fps=6)
+    panels = action_panels(frames[:, :n_ctx + n_future], out_frames, n_ctx)
+    return render.write_mp4(out, render.compose(panels, columns=4, scale=2, title=ACTIONS_TITLE), fps=6)
 
 
 def planning_episodes(model, cfg, out_dir: Path, episodes: int) -> dict[str, Any]:
@@ -156,6 +172,32 @@ def figure_lines(page: dict[str, Any]) -> list[str]:
     return lines
 
 
+def planning_what(results: dict[str, Any]) -> str:
+    """What a planning episode's video shows, its rows named in the video's own order."""
+    rows = "; ".join(f"{r} — {METHOD_LABELS.get(r, r)}" for r in results.get("video_rows") or results["methods"])
+    return ("One closed-loop episode of \"push the object to the ring\" under each method, on the same start and "
+            f"goal. Rows, top to bottom: {rows}. The first panel of a row is the episode as it runs (the ring is the "
+            "goal, d the pushed object's distance to it; 'reached' or 'missed' says whether it ended within the "
+            "success radius); the 'plan +k' panels are the frame k steps ahead that the plan being executed "
+            "expects — the shipped model's own prediction for the learned planner, the simulator's for the "
+            "true-simulator planner (random actions make no plan).")
+
+
+PAGE_WHAT = {
+    "action_free": ("Four held-out test sequences (two context frames given, green): the truth (grey), then the "
+                    "shipped action-free model's best of 16 sampled futures and two other samples (red). The best "
+                    "is chosen by PSNR against the truth, so it shows the best the model can produce, not a "
+                    "prediction it could pick on its own; the other two are unselected samples of the same model. "
+                    "The future is uncertain here (the actions are not given), so samples may differ from the truth "
+                    "and from each other."),
+    "actions": ("The same four test sequences for the shipped action-conditioned model: the truth, then three "
+                "predictions from the same two context frames and the same latent noise that differ only in the "
+                "actions given — the true ones, the true ones mirrored, and none (the gripper held still). Only "
+                "the first should match the truth; the others show that the model follows the actions, objects "
+                "included."),
+}
+
+
 def run_demo(minutes: float = 4.0, out_dir: str = "runs/demo", episodes: int = 2,
              overrides: tuple[str, ...] = ()) -> Path:
     start = time.perf_counter()
@@ -168,34 +210,50 @@ def run_demo(minutes: float = 4.0, out_dir: str = "runs/demo", episodes: int = 2
     own = evaluate_video(model, build_data(cfg, "test"), n_samples=SAMPLES, n_sequences=16, device=device,
                          metrics=extra, out_dir=eval_dir).summary()
     own["steps"] = payload["step"]
-    page: dict[str, Any] = {"run": run_dir, "own": own, "curves": training_curves(run_dir, root / "training.png"),
-                            "videos": [], "cards": {}}
+    atomic_write_text(eval_dir / "eval.json", json.dumps({
+        "command": "seqvae demo (the from-scratch run's test split)", "step": payload["step"], "split": "test",
+        "settings": {"sequences": 16, "samples": SAMPLES, "context_frames": model.n_past,
+                     "predicted_frames": model.n_eval}, "results": own}, indent=2) + "\n")
+    page: dict[str, Any] = {"run": run_dir, "own": own, "cards": {}}
     shipped = pretrained.available()
+    shown: list[Section] = []
     if ACTION_FREE in shipped:
         print("[2/4] predictions of the shipped models ...")
         free, free_cfg = pretrained.load(ACTION_FREE, device)
-        page["videos"].append(("Action-free model: truth | best of 16 | other samples",
-                               action_free_video(free, free_cfg, root / "predictions_action_free.mp4", device)))
+        video = action_free_video(free, free_cfg, root / "predictions_action_free.mp4", device)
+        shown.append(Section("2. Shipped action-free model: truth | best of 16 | two other samples",
+                             PAGE_WHAT["action_free"], figures=[Figure(video)]))
     if ACTIONS in shipped:
         acts, acts_cfg = pretrained.load(ACTIONS, device)
-        page["videos"].append(("Action-conditioned model: truth | true actions | mirrored actions | held still",
-                               action_video(acts, acts_cfg, root / "predictions_actions.mp4", device)))
+        video = action_video(acts, acts_cfg, root / "predictions_actions.mp4", device)
+        shown.append(Section("2. Shipped action-conditioned model: truth | true actions | mirrored actions | "
+                             "gripper held still", PAGE_WHAT["actions"], figures=[Figure(video)]))
         print(f"[3/4] {episodes} closed-loop planning episodes with the shipped action-conditioned model ...")
         results = planning_episodes(acts, acts_cfg, root / "planning", episodes)
         page["planning"] = results
-        page["videos"] += [(f"Planning episode {i}: push the object to the ring (rows: learned model, true "
-                            f"simulator, random; plan +k: the future the plan expects)",
-                            root / "planning" / f"episode_{i:03d}.mp4") for i in range(episodes)]
+        shown += [Section(f"3. Planning episode {i}: push the object to the ring", planning_what(results),
+                          figures=[Figure(root / "planning" / f"episode_{i:03d}.mp4")]) for i in range(episodes)]
     if not shipped:
         print("[2/4] [3/4] no shipped pretrained models in this copy (seqvae/pretrained/manifest.json): skipped")
     page["cards"] = {name: card_figures(name) for name in (ACTION_FREE, ACTIONS) if name in shipped}
     print("[4/4] figures")
     lines = figure_lines(page)
     print("\n".join(lines))
-    index = write_index(root / "index.html", "seqvae demo: the embedded pushing world", [
-        (f"Training from scratch ({own['steps']} steps in this run)", [page["curves"]], []),
-        *[(title, [path], []) for title, path in page["videos"]],
-        ("Figures", [], lines)])
+    own_sections = run_sections(run_dir, root / "report")
+    config = own_sections.pop()                                      # the run's config goes last
+    for section in own_sections:
+        section.heading = f"1. Training from scratch: {section.heading[0].lower()}{section.heading[1:]}"
+    own_sections[0].heading += f" — {own['steps']} steps in {minutes:g} min on this machine"
+    config.heading = "The from-scratch run's configuration"
+    figures = Section("4. Figures", "This run's figures (best of 16 against copy-last-frame on 16 test sequences), "
+                                    "then the shipped models' held-out figures from their model cards "
+                                    "(seqvae/pretrained/*.md), then this demo's planning episodes.", lines=lines)
+    index = write_page(root / "index.html", "seqvae demo: the embedded pushing world",
+                       [*own_sections, *shown, figures, config],
+                       intro=f"What `seqvae demo` made in {root}: SVG-LP with the optimal-σ decoder trained from "
+                             "scratch on the embedded pushing videos (1), the shipped models' predictions (2), "
+                             "closed-loop planning with the shipped action-conditioned model (3) and the figures (4). "
+                             f"The from-scratch run's own page is {run_dir / 'index.html'}.")
     atomic_write_text(root / "figures.json", json.dumps({k: page[k] for k in ("own", "cards")}, indent=2,
                                                         default=str) + "\n")
     print(f"\nopen {index} (videos, training curves, figures); demo took {(time.perf_counter() - start) / 60:.1f} min")

@@ -6,7 +6,9 @@ one draw of samples.
 
 Each evaluation writes a folder of its own under ``RUN/eval/`` (or ``--out-dir``), named
 by protocol and settings and never reused: ``eval.json`` (exactly what was run and every
-figure), ``curves.csv`` and one plot per frame metric.
+figure), ``curves.csv`` and one plot per frame metric. Progress: a bar per batch on a
+terminal (the bound's, then the video metrics' with the clips I3D has embedded for FVD),
+plain lines in a log.
 """
 from __future__ import annotations
 
@@ -22,9 +24,11 @@ from seqvae.amp import PRECISIONS
 from seqvae.cli.common import DEFAULT_DEVICE, add_model_arguments, model_folder
 from seqvae.io import atomic_write_text, new_folder
 from seqvae.models.base import is_video_model
+from seqvae.progress import Bar
 
 DEFAULT_SAMPLES = 100
 DEFAULT_SEQUENCES = 256
+VIDEO_BATCH = 8          # sequences per batch of the video metrics (evaluate_video's default)
 
 
 def at_least(minimum: int):
@@ -84,7 +88,7 @@ def folder_name(protocol: str, split: str, settings: dict[str, Any] | None, cali
 def run(args: argparse.Namespace) -> None:
     from seqvae import amp
     from seqvae.build import build_data
-    from seqvae.evaluation.elbo import calibrate_sigma, evaluate_elbo, evaluation_sigma2
+    from seqvae.evaluation.elbo import batches_in, calibrate_sigma, evaluate_elbo, evaluation_sigma2
     from seqvae.evaluation.protocols import get_protocol
     from seqvae.loading import load_model, model_source
 
@@ -103,7 +107,8 @@ def run(args: argparse.Namespace) -> None:
     dtype = amp.resolve(args.precision, device)
     batch_size = args.batch_size or cfg.train.batch_size
 
-    result: dict[str, Any] = evaluate_elbo(model, dataset, batch_size, device, dtype, args.batches)
+    with Bar(batches_in(dataset, batch_size, args.batches), "bound", "batches") as bar:
+        result: dict[str, Any] = evaluate_elbo(model, dataset, batch_size, device, dtype, args.batches, progress=bar)
     result["step"] = payload["step"]
     result["split"] = args.split
     note = "" if result["valid_bound"] else "  (per-image σ looks at x: not a true bound)"
@@ -171,11 +176,15 @@ def video_metrics(model, cfg, dataset, settings: dict[str, Any], networks: dict[
         metrics.append(FVDMetric(networks["i3d"], settings["fvd_context_included"], settings["fvd_samples_per_clip"]))
     if settings["fid"]:
         metrics.append(FrameFID(networks["inception"], device))
-    result = evaluate_video(model, dataset, n_samples=settings["samples"], n_sequences=settings["sequences"],
-                            device=device, precision=args.precision, lpips=networks.get("lpips"), metrics=metrics,
-                            out_dir=folder, seed=args.seed, n_ctx=settings["context_frames"],
-                            n_future=settings["predicted_frames"], exact=settings["exact_length"],
-                            frame_metrics=settings["frame_metrics"])
+    from seqvae.evaluation.elbo import batches_in
+
+    total = batches_in(dataset, VIDEO_BATCH, limit=settings["sequences"])
+    with Bar(total, f"video ({settings['samples']} samples per sequence)", "batches", interval=0) as bar:
+        result = evaluate_video(model, dataset, n_samples=settings["samples"], n_sequences=settings["sequences"],
+                                batch_size=VIDEO_BATCH, device=device, precision=args.precision,
+                                lpips=networks.get("lpips"), metrics=metrics, out_dir=folder, seed=args.seed,
+                                n_ctx=settings["context_frames"], n_future=settings["predicted_frames"],
+                                exact=settings["exact_length"], frame_metrics=settings["frame_metrics"], progress=bar)
     summary: dict[str, Any] = {**result.summary(), **{f"counts_{k}": v for k, v in result.counts.items()}}
     if result.spread:
         summary.update({f"{k}_all_samples_mean": float(v[0].mean()) for k, v in result.spread.items()})

@@ -6,6 +6,9 @@ Settings come from a typed config (``configs/plan/<world>.yaml`` by default, ``w
 unless another is named) with dotted overrides, checked like a training config:
 ``seqvae plan pretrained=pusher-actions plan.episodes=10``,
 ``seqvae plan world=pointmass checkpoint=runs/pointmass plan.optimizer=mppi``.
+
+Progress: a bar over every method's episodes on a terminal, one line per episode (with the
+time left) in a log.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from seqvae.cli.common import DEFAULT_DEVICE, check_device
 from seqvae.config import ConfigError, apply_overrides, build_section, find_repo_file, read_yaml, to_yaml
 from seqvae.control.harness import PlanEvalConfig, evaluate_planning, results_markdown
 from seqvae.io import atomic_write_text, plain
+from seqvae.progress import Bar
 
 DEFAULT_WORLD = "pusher"
 
@@ -101,7 +105,9 @@ def run(args: argparse.Namespace) -> dict:
         env = world.make_env(run_cfg.data)
         print(f"learned model: {source}, step {payload['step']}")
     out_dir = Path(cfg.out_dir)
-    results = evaluate_planning(world, cfg.plan, model=model, env=env, out_dir=out_dir, threads=cfg.threads)
+    with Bar(len(cfg.plan.methods) * cfg.plan.episodes, "plan", "episodes", interval=0) as bar:
+        results = evaluate_planning(world, cfg.plan, model=model, env=env, out_dir=out_dir, threads=cfg.threads,
+                                    log=bar.write, progress=bar)
     results["command_config"] = plain(asdict(cfg))
     if payload is not None:
         results["checkpoint"] = {"path": source, "step": payload["step"]}

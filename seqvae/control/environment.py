@@ -86,6 +86,8 @@ class PlanningWorld:
         perfect_video_model: ``perfect_video_model(env) -> VideoPredictor`` rendering what the
             simulator does (the learned path with perfect predictions), or None.
         task: the task in a few words, for episode videos ("push the object to the ring").
+        prediction_check: ``prediction_check() -> PredictionCheck`` (:mod:`seqvae.control.live`):
+            how far a model's live prediction is from the environment's truth, or None.
     """
 
     name: str
@@ -96,3 +98,4 @@ class PlanningWorld:
     true_model: Callable[[Environment, Any], Any] | None = None
     perfect_video_model: Callable[[Environment], Any] | None = None
     task: str = "reach the goal"
+    prediction_check: Callable[[], Any] | None = None

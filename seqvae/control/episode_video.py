@@ -20,8 +20,7 @@ def render_episode(path: str | Path, records: dict[str, EpisodeRecord], threshol
     (the distance to the goal under it) and, for planning methods, the
     future the plan being executed predicts ``offsets`` steps ahead of the current step."""
     rows = []
-    # planning methods first: their rows are the widest and carry the title
-    ordered = sorted(records.items(), key=lambda item: not item[1].plan_frames)
+    ordered = [(name, records[name]) for name in row_order(records)]
     for i, (name, rec) in enumerate(ordered):
         dist = [float(d) for d in rec.distances]
         verdict = "reached" if dist[-1] < threshold else "missed"
@@ -34,6 +33,13 @@ def render_episode(path: str | Path, records: dict[str, EpisodeRecord], threshol
     width = max(r.shape[2] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, 0), (0, width - r.shape[2]), (0, 0)), constant_values=255) for r in rows]
     return render.write_video(path, np.concatenate(rows, axis=1), fps=fps)
+
+
+def row_order(records: dict[str, EpisodeRecord]) -> list[str]:
+    """The methods in the order of :func:`render_episode`'s rows, top to bottom: planning
+    methods first (their rows are the widest and carry the title), each group in the order
+    given; what a page describing the video must say."""
+    return sorted(records, key=lambda name: not records[name].plan_frames)
 
 
 def _plan_view(rec: EpisodeRecord, offset: int) -> Tensor:

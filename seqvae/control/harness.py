@@ -17,13 +17,14 @@ import torch
 from seqvae.control.cem import CEMConfig
 from seqvae.control.costs import GoalImageCost
 from seqvae.control.environment import Environment, FrameCost, PlanningWorld
-from seqvae.control.episode_video import render_episode
+from seqvae.control.episode_video import render_episode, row_order
 from seqvae.control.mpc import EpisodeRecord, run_episode
 from seqvae.control.mppi import MPPIConfig
 from seqvae.control.optimizers import OPTIMIZERS, PlanOptimizer
 from seqvae.control.planner import PlanningModel, VideoModelPlanner
 from seqvae.io import atomic_write_text, plain
 from seqvae.models.base import VideoPredictor
+from seqvae.progress import Bar
 from seqvae.threads import loop_governor
 
 METHODS = ("random", "true_sim", "sim_frames", "learned")
@@ -153,7 +154,8 @@ def planning_models(world: PlanningWorld, env: Environment, cfg: PlanEvalConfig,
 
 def evaluate_planning(world: PlanningWorld, cfg: PlanEvalConfig, model: VideoPredictor | None = None,
                       env: Environment | None = None, out_dir: str | Path | None = None,
-                      log: Callable[[str], None] = print, threads: int = 0) -> dict[str, Any]:
+                      log: Callable[[str], None] = print, threads: int = 0,
+                      progress: Bar | None = None) -> dict[str, Any]:
     """Closed-loop episodes of ``world``'s task for every method of ``cfg.methods``.
 
     Methods: ``random`` (uniform random actions), ``true_sim`` (the optimizer with the true
@@ -164,7 +166,9 @@ def evaluate_planning(world: PlanningWorld, cfg: PlanEvalConfig, model: VideoPre
     distances + seconds}}``; with ``out_dir`` also writes ``results.json``, ``results.md``
     and MP4s of the first ``cfg.render_episodes`` episodes. On the CPU the video models'
     planning calls run with threads chosen by a :class:`seqvae.threads.ThreadGovernor`
-    (``threads`` > 0 or ``OMP_NUM_THREADS`` fixes the count).
+    (``threads`` > 0 or ``OMP_NUM_THREADS`` fixes the count). ``progress`` (a
+    :class:`seqvae.progress.Bar` over ``len(cfg.methods) * cfg.episodes`` episodes) is told of
+    every episode, with its line; without it the line goes to ``log``.
     """
     cfg = dataclasses.replace(cfg, cost=world_cost(world, cfg.cost))
     env = env or world.make_env(None)
@@ -189,8 +193,12 @@ def evaluate_planning(world: PlanningWorld, cfg: PlanEvalConfig, model: VideoPre
             seconds.append(rec.seconds)
             if i < cfg.render_episodes:
                 records[name].append(rec)
-            log(f"[{name}] episode {i + 1}/{cfg.episodes}: start {float(rec.distances[0]):.3f} -> "
-                f"final {rec.final_distance:.3f} ({rec.seconds:.1f} s)")
+            line = (f"[{name}] episode {i + 1}/{cfg.episodes}: start {float(rec.distances[0]):.3f} -> "
+                    f"final {rec.final_distance:.3f} ({rec.seconds:.1f} s)")
+            if progress is not None:
+                progress.update(1, message=line)
+            else:
+                log(line)
         summary = summarize(finals, threshold)
         summary.update(final_distances=finals, seconds_per_episode=sum(seconds) / len(seconds), seconds=seconds)
         results["methods"][name] = summary
@@ -201,12 +209,15 @@ def evaluate_planning(world: PlanningWorld, cfg: PlanEvalConfig, model: VideoPre
         starts.append(env.distance())
     results["start_distances"] = starts
     results["mean_start_distance"] = sum(starts) / len(starts)
+    rendered = min(cfg.render_episodes, cfg.episodes)
+    if rendered:   # the rows of every episode MP4, top to bottom (what a page showing them must say)
+        results["video_rows"] = row_order({n: records[n][0] for n in cfg.methods})
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "results.json", json.dumps(results, indent=2))
         atomic_write_text(out / "results.md", results_markdown(results) + "\n")
-        for i in range(min(cfg.render_episodes, cfg.episodes)):
+        for i in range(rendered):
             path = render_episode(out / f"episode_{i:03d}.mp4", {n: records[n][i] for n in cfg.methods},
                                   threshold, title=f"episode {i}: {world.task}")
             log(f"wrote {path}")

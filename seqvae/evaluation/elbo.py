@@ -18,6 +18,7 @@ from seqvae import amp, dist
 from seqvae.data.loader import eval_loader
 from seqvae.data.spec import batch_to_device
 from seqvae.models.base import SequenceVAE, eval_mode
+from seqvae.progress import Bar
 
 
 def check_batch(model: SequenceVAE, frames: torch.Tensor) -> None:
@@ -34,9 +35,22 @@ def check_batch(model: SequenceVAE, frames: torch.Tensor) -> None:
 
 @torch.no_grad()
 def evaluate_elbo(model: SequenceVAE, dataset: Dataset, batch_size: int, device: torch.device,
-                  dtype: torch.dtype | None = None, max_batches: int = 0, seed: int = 1234) -> dict[str, float]:
-    """Mean −ELBO (nats), NLL, KL and bits/dim over (at most ``max_batches`` batches of) a split."""
+                  dtype: torch.dtype | None = None, max_batches: int = 0, seed: int = 1234,
+                  window: int = 0, progress: Bar | None = None) -> dict[str, float]:
+    """Mean −ELBO (nats), NLL, KL and bits/dim over (at most ``max_batches`` batches of) a split.
+
+    For videos (models whose bound has one term per frame) also ``bpd_per_frame``: the bits
+    per dimension of each modelled frame (frames 2…T; frame 1 is given), and with
+    ``window`` (e.g. the training batches' length) ``neg_elbo_window`` / ``bpd_window``: the
+    bound of the first ``window`` frames of each sequence only. Every term of the bound is
+    causal (frame t's terms see frames up to t), so that is the bound a ``window``-frame
+    sequence would get: what the trainer puts beside the training batches' bound, which
+    covers windows of that length (``window_frames`` says how long). ``progress`` is told of
+    every batch (:func:`batches_in`).
+    """
     sums = torch.zeros(5, dtype=torch.float64, device=device)  # neg_elbo, nll, kl, bpd, count
+    per_frame: torch.Tensor | None = None                      # Σ over sequences of −ELBO_t, nats [T-1]
+    frame_dims = 0
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), eval_mode(model):
         torch.manual_seed(seed + dist.rank())
@@ -51,6 +65,16 @@ def evaluate_elbo(model: SequenceVAE, dataset: Dataset, batch_size: int, device:
                 out.neg_elbo.sum(), out.nll.sum(), out.kl.sum(), out.bits_per_dim().sum(),
                 torch.tensor(float(out.nll.shape[0]), device=device),
             ]).double()
+            if out.nll.dim() == 2 and out.nll.shape[1] > 1:    # one term per frame: a video
+                terms = (out.nll.float() + out.kl.float()).sum(0).double()
+                if per_frame is None:
+                    per_frame, frame_dims = terms, out.dims // out.nll.shape[1]
+                elif per_frame.shape == terms.shape:
+                    per_frame += terms
+                else:                                           # sequences of several lengths: no curve
+                    per_frame, frame_dims = torch.zeros(0, dtype=torch.float64, device=device), -1
+            if progress is not None:
+                progress.update(1, **{"-ELBO": float(sums[0] / sums[4])})
     dist.all_reduce_sum(sums)
     if sums[4] == 0:
         raise ValueError("the evaluation split is empty")
@@ -59,10 +83,48 @@ def evaluate_elbo(model: SequenceVAE, dataset: Dataset, batch_size: int, device:
         "neg_elbo": sums[0].item() / n, "nll": sums[1].item() / n, "kl": sums[2].item() / n,
         "bpd": sums[3].item() / n, "examples": int(n), "valid_bound": bool(model.likelihood.valid_bound),
     }
+    if per_frame is not None and frame_dims > 0:
+        dist.all_reduce_sum(per_frame)
+        nats = per_frame / n                                    # mean −ELBO of each frame, nats [T-1]
+        result["bpd_per_frame"] = (nats / (frame_dims * math.log(2.0))).tolist()
+        if 1 < window <= nats.shape[0]:                          # the first `window` frames: window - 1 terms
+            result["neg_elbo_window"] = float(nats[:window - 1].sum())
+            result["bpd_window"] = result["neg_elbo_window"] / ((window - 1) * frame_dims * math.log(2.0))
+            result["window_frames"] = window
+        result["frames"] = nats.shape[0] + 1
     result.update({k: float(v) for k, v in model.scalars().items()})
     if not all(math.isfinite(v) for v in result.values() if isinstance(v, float)):
         result["warning"] = "non-finite values in evaluation"
     return result
+
+
+def batches_in(dataset: Dataset, batch_size: int, max_batches: int = 0, limit: int | None = None) -> int | None:
+    """How many batches of ``batch_size`` an evaluation of ``dataset`` (its first ``limit``
+    items) takes, at most ``max_batches`` (0: all); None when the split does not say its size."""
+    try:
+        size = len(dataset)
+    except TypeError:
+        return max_batches or None
+    size = min(size, limit) if limit is not None else size
+    count = -(-size // max(batch_size, 1))
+    return min(count, max_batches) if max_batches else count
+
+
+@torch.no_grad()
+def score_batch(model: SequenceVAE, batch: dict[str, torch.Tensor], device: torch.device,
+                dtype: torch.dtype | None = None, seed: int = 1234) -> dict[str, float]:
+    """The bound of one (training) batch scored as :func:`evaluate_elbo` scores a split: in
+    eval mode (running statistics, the head's evaluation σ, e.g. the optimal-σ EMA) under a
+    forked RNG. Beside the training step's own figure for the same batch (train mode, the
+    batch's own σ*) it separates what evaluation changes from what unseen data change."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), eval_mode(model):
+        torch.manual_seed(seed + dist.rank())
+        with amp.autocast(device, dtype):
+            out = model(batch)
+    return {"neg_elbo": float(out.neg_elbo.mean()), "nll": float(out.nll.sum(1).mean()),
+            "kl": float(out.kl.sum(1).mean()), "bpd": float(out.bits_per_dim().mean()),
+            "examples": int(out.nll.shape[0])}
 
 
 def calibrate_sigma(model: SequenceVAE, dataset: Dataset, batch_size: int, device: torch.device,

@@ -284,6 +284,13 @@ class FVDMetric:
     def end_batch(self) -> None:
         pass
 
+    def progress_figures(self, total_sequences: int) -> dict[str, str]:
+        """The clips I3D has embedded so far, of all that ``total_sequences`` sequences need
+        (each: the true clip, the copy-last baseline's and ``samples`` sampled ones)."""
+        per_sequence = 1 + int(self.baseline) + self.samples
+        return {"I3D clips": f"{self.embedded_clips}/{per_sequence * total_sequences}",
+                "I3D s": f"{self.embed_seconds:.0f}"}
+
     def summary(self) -> dict[str, float | int | bool]:
         real = torch.cat(self.real)
         if real.shape[0] < 2:

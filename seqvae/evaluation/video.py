@@ -31,6 +31,7 @@ from seqvae.evaluation.curves import save_curves
 from seqvae.evaluation.metrics import psnr, ssim
 from seqvae.io import to_uint8
 from seqvae.models.base import VideoPredictor, eval_mode
+from seqvae.progress import Bar
 from seqvae.threads import governed, loop_governor
 
 MAX_DB = 100.0                     # PSNR of (near-)identical frames is capped so that means stay finite
@@ -151,10 +152,12 @@ def draw_futures(model: VideoPredictor, batch: dict[str, Tensor], n_future: int,
 def run_video_metrics(model: VideoPredictor, dataset: Dataset, metrics: Sequence[VideoMetric], *, n_samples: int,
                       n_sequences: int, batch_size: int = 8, device: torch.device, precision: str = "auto",
                       seed: int = 0, n_ctx: int | None = None, n_future: int | None = None, exact: bool = False,
-                      chunk: int | None = None) -> dict[str, int]:
+                      chunk: int | None = None, progress: Bar | None = None) -> dict[str, int]:
     """Draw ``n_samples`` futures of each of the first ``n_sequences`` sequences once and feed
     every metric (see :class:`VideoMetric`); one generator seeded with ``seed`` serves every
-    batch. Returns what was run: sequences, samples, context and predicted frames."""
+    batch. Returns what was run: sequences, samples, context and predicted frames.
+    ``progress`` is told of every batch, with the sequences done and what metrics count of
+    their own work (``progress_figures(total_sequences)``, e.g. the clips I3D embedded for FVD)."""
     if n_samples < 1 or n_sequences < 1:
         raise ValueError(f"need at least one sample and one sequence, got {n_samples} samples, {n_sequences} sequences")
     n_ctx, _ = _check_horizon(model, n_ctx, n_future)
@@ -173,6 +176,13 @@ def run_video_metrics(model: VideoPredictor, dataset: Dataset, metrics: Sequence
                 for metric in metrics:
                     metric.end_batch()
             seen += batch["frames"].shape[0]
+            if progress is not None:
+                figures: dict[str, Any] = {"sequences": f"{seen}/{n_sequences}"}
+                for metric in metrics:
+                    counted = getattr(metric, "progress_figures", None)
+                    if counted is not None:
+                        figures.update(counted(n_sequences))
+                progress.update(1, **figures)
     return {"sequences": seen, "samples": n_samples, "context_frames": n_ctx, "predicted_frames": horizon}
 
 
@@ -324,7 +334,7 @@ def evaluate_video(model: VideoPredictor, dataset: Dataset, *, n_samples: int = 
                    batch_size: int = 8, device: torch.device, precision: str = "auto", lpips=None,
                    metrics: Sequence[VideoMetric] = (), out_dir: str | Path | None = None, seed: int = 0,
                    n_ctx: int | None = None, n_future: int | None = None, exact: bool = False,
-                   frame_metrics: bool = True, chunk: int | None = None) -> VideoResult:
+                   frame_metrics: bool = True, chunk: int | None = None, progress: Bar | None = None) -> VideoResult:
     """Best-of-N PSNR/SSIM(/LPIPS) curves over the first ``n_sequences`` test sequences, the
     copy-last-frame baseline, and ``metrics`` (FVD, FID, a data set's own) on the same samples.
     ``n_ctx``/``n_future`` default to the model's ``n_past``/``n_eval``; ``out_dir`` receives
@@ -333,7 +343,7 @@ def evaluate_video(model: VideoPredictor, dataset: Dataset, *, n_samples: int = 
     everything = ([frames] if frames is not None else []) + list(metrics)
     counts = run_video_metrics(model, dataset, everything, n_samples=n_samples, n_sequences=n_sequences,
                                batch_size=batch_size, device=device, precision=precision, seed=seed, n_ctx=n_ctx,
-                               n_future=n_future, exact=exact, chunk=chunk)
+                               n_future=n_future, exact=exact, chunk=chunk, progress=progress)
     result = VideoResult(extra={m.name: m.summary() for m in metrics}, counts=counts)
     if frames is not None:
         result.curves, result.best_psnr_index, result.spread = frames.curves(), frames.best_index(), frames.spreads()

@@ -85,6 +85,18 @@ class SVGState:
 
 
 @dataclass
+class StepState:
+    """Where a frame-by-frame rollout stands (:meth:`SVG.begin`, :meth:`SVG.step`): the LSTM
+    state after the frames seen so far, the code of the latest frame (true or predicted) and
+    the decoder's skip terms (of the last true frame; of the latest frame with
+    ``skip="last_frame"``)."""
+
+    rnn: SVGState
+    h_prev: Tensor                   # [B, 1, g_dim]
+    terms: list[Tensor]
+
+
+@dataclass
 class Transition:
     """Output of :meth:`SVG.transition` over ``S`` steps (float32 latents)."""
 
@@ -346,6 +358,55 @@ class SVG(SequenceVAE):
                 if self.skip == "last_frame":
                     terms = self.decoder.skip_terms(new_skips)
         return torch.stack(frames, 1)
+
+    # ------------------------------------------------------- frame by frame
+    @torch.no_grad()
+    def begin(self, context: Tensor, actions: Tensor | None = None, generator: torch.Generator | None = None,
+              noise: Tensor | None = None) -> StepState:
+        """Start a frame-by-frame rollout from ``context[B, n_ctx, C, H, W]``: the warm-up of
+        :meth:`predict` (posterior latents on the context; ``actions[B, >= n_ctx - 1, A]``,
+        ``noise[B, n_ctx - 1, z_dim]``), returned as a state for :meth:`step`."""
+        b, n_ctx = context.shape[:2]
+        if context.dim() != 5 or n_ctx < 1:
+            raise ValueError(f"context must be [B, n_ctx >= 1, C, H, W], got {tuple(context.shape)}")
+        actions = self._actions(actions, n_ctx - 1, b) if n_ctx > 1 else None
+        h, skips = self.encode(context)
+        state = self.init_state(b, context.device)
+        if n_ctx > 1:
+            _, state = self.transition(h[:, :-1], state, h_next=h[:, 1:], actions=actions, generator=generator,
+                                       noise=noise)
+        return StepState(rnn=state, h_prev=h[:, -1:], terms=self.decoder.skip_terms([s[:, -1] for s in skips]))
+
+    @torch.no_grad()
+    def step(self, state: StepState, action: Tensor | None = None, observed: Tensor | None = None,
+             generator: torch.Generator | None = None, noise: Tensor | None = None) -> tuple[Tensor, StepState]:
+        """Predict the next frame, ``[B, C, H, W]`` (the head's mean), and return the state to go on from.
+
+        One prior transition and one decoder call per frame, the recurrent state kept (what
+        a live view needs: the context is never run again). ``action[B, A]`` moves the
+        latest frame to the next (action-conditioned models); ``noise[B, z_dim]`` replaces
+        ``generator``'s draw. The state returned goes on from
+
+        * the prediction itself when ``observed`` is None ("dreaming": successive calls are
+          :meth:`predict`'s loop, frame for frame, given the same noise), or
+        * the true next frame ``observed[B, C, H, W]``: the model takes it in as one more
+          context frame (its posterior latent, its skips), so successive calls predict one
+          frame ahead of the truth as :meth:`predict` would from the whole history.
+        """
+        a = None if not self.action_dim else self._actions(action[:, None] if action is not None else None, 1,
+                                                            state.h_prev.shape[0])
+        step_noise = None if noise is None else noise.reshape(noise.shape[0], 1, -1)
+        out, rnn = self.transition(state.h_prev, state.rnn, actions=a, generator=generator, noise=step_noise)
+        frame = self.likelihood.mean(self.decoder(rearrange(out.g, "b 1 g -> b g"), state.terms))
+        if observed is None:
+            h_new, new_skips = self.encoder(frame)
+            terms = self.decoder.skip_terms(new_skips) if self.skip == "last_frame" else state.terms
+            return frame, StepState(rnn=rnn, h_prev=rearrange(h_new, "b g -> b 1 g"), terms=terms)
+        h_true, true_skips = self.encoder(observed.float())
+        h_true = rearrange(h_true, "b g -> b 1 g")
+        _, rnn = self.transition(state.h_prev, state.rnn, h_next=h_true, actions=a, generator=generator,
+                                 noise=step_noise)
+        return frame, StepState(rnn=rnn, h_prev=h_true, terms=self.decoder.skip_terms(true_skips))
 
     @torch.no_grad()
     def generate(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:

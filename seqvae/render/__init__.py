@@ -36,6 +36,7 @@ from seqvae.render.panels import (
     Layout,
     Panel,
     compose,
+    cut_labels,
     panels_from_batch,
     plan_layout,
 )
@@ -43,6 +44,7 @@ from seqvae.render.writers import read_video, write_gif, write_mp4, write_png_gr
 
 __all__ = [
     "BACKGROUND", "CONTEXT_COLOR", "compose_grid", "write_panel_grid", "PREDICTED_COLOR", "TRUTH_COLOR", "Layout",
-    "Panel", "compose", "panels_from_batch", "plan_layout", "prediction_panels", "read_video", "render_prediction",
+    "Panel", "compose", "cut_labels", "panels_from_batch", "plan_layout", "prediction_panels", "read_video",
+    "render_prediction",
     "to_uint8_frames", "write_gif", "write_mp4", "write_png_grid", "write_video",
 ]

@@ -15,7 +15,7 @@ from seqvae.render.writers import write_video
 
 def prediction_panels(truth: ArrayLike, samples: ArrayLike, context: int, best_index: int | None = None,
                       metrics: Mapping[str, ArrayLike] | None = None, max_samples: int | None = None,
-                      prefix: str = "") -> list[Panel]:
+                      prefix: str = "", truth_label: str = "ground truth") -> list[Panel]:
     """Panels of one sequence: ground truth, the best sample (when ``best_index`` is given)
     and the other samples (at most ``max_samples`` panels of samples in all).
 
@@ -27,6 +27,8 @@ def prediction_panels(truth: ArrayLike, samples: ArrayLike, context: int, best_i
         metrics: per-sample, per-frame numbers ``{"PSNR": [S, T']}``; a length of
             ``T' - context`` is aligned to the predicted frames. Shown under each sample.
         prefix: put before the ground truth's label (e.g. ``"seq 3: "``).
+        truth_label: the ground truth's label after ``prefix`` (a short one keeps a prefixed
+            label inside a small cell: ``"seq 3: truth"``).
     """
     if samples.ndim != 5:
         raise ValueError(f"expected samples [S, T, C, H, W], got shape {tuple(samples.shape)}")
@@ -49,7 +51,7 @@ def prediction_panels(truth: ArrayLike, samples: ArrayLike, context: int, best_i
     if best_index is not None:
         order.remove(best_index)
         order.insert(0, best_index)
-    panels = [Panel(truth, label=f"{prefix}ground truth", context=context, ground_truth=True)]
+    panels = [Panel(truth, label=f"{prefix}{truth_label}", context=context, ground_truth=True)]
     for i in order[:max_samples]:
         label = f"best of {s} ({i})" if i == best_index else f"sample {i}"
         panels.append(Panel(samples[i], label=label, context=context, metrics=sample_metrics(i)))

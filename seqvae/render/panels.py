@@ -234,6 +234,23 @@ def _metric_lines(metrics: Mapping[str, Sequence[float | None]] | None, index: i
     return lines
 
 
+def cut_labels(panels: Sequence[Panel | ArrayLike] | ArrayLike, columns: int | None = None, scale: int = 2,
+               frame_counter: bool = True, title: str | None = None) -> list[str]:
+    """The labels (and the title) that :func:`compose` with these arguments would cut short
+    with "...": empty when every text fits its strip."""
+    panels = _normalise_panels(panels)
+    shapes = [_frames_shape(p.frames) for p in panels]
+    lay = _plan(panels, shapes, columns, scale, frame_counter, title)
+    font = _font(_font_size(scale))
+    tag_w = max(_text_width(font, s) for s in (CONTEXT_TAG, PREDICTED_TAG, TRUTH_TAG)) + 6
+    cut = [p.label for p, (_, _, _, width) in zip(panels, lay.label_boxes)
+           if _elide(font, p.label, width - (tag_w + 4 if p.context is not None else 0)) != p.label]
+    counter_room = _text_width(font, f"t = {lay.frames}/{lay.frames}") + 2 * PAD if frame_counter else 0
+    if title and _elide(font, title, lay.width - PAD - counter_room) != title:
+        cut.append(title)
+    return cut
+
+
 def compose(
     panels: Sequence[Panel | ArrayLike] | ArrayLike,
     columns: int | None = None,

@@ -27,12 +27,14 @@ Run folder layout::
     <out_dir>/run.json          what the process ran with (device, precision, threads, torch)
     <out_dir>/metrics.jsonl     one JSON object per log line ({"step", "split", ...})
     <out_dir>/checkpoint.pt     the latest checkpoint
-    <out_dir>/images/           step_XXXXXXX_{reconstructions,samples}.png
+    <out_dir>/images/           step_XXXXXXX_{reconstructions,samples}.png (and _predictions.mp4 for videos)
+    <out_dir>/index.html        the run's page (seqvae.render.report), written at every evaluation
+    <out_dir>/report/           what only the page shows (the training curves)
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,11 +42,12 @@ import torch
 from seqvae import amp, dist
 from seqvae.config import RunConfig
 from seqvae.data.spec import batch_to_device
-from seqvae.evaluation.elbo import check_batch, evaluate_elbo
+from seqvae.evaluation.elbo import check_batch, evaluate_elbo, score_batch
 from seqvae.models.output import ELBO
+from seqvae.render.report import write_run_page
 from seqvae.threads import governed
 from seqvae.training import run_folder
-from seqvae.training.figures import save_image_grids
+from seqvae.training.figures import save_image_grids, save_prediction_video
 from seqvae.training.interrupt import StopSignals, TrainingInterrupted
 from seqvae.training.lr_schedule import learning_rate
 from seqvae.training.progress import Progress
@@ -78,6 +81,7 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
     deadline = time.perf_counter() + tc.time_limit_minutes * 60 if tc.time_limit_minutes > 0 else None
     bar = Progress(tc.steps, session.step, deadline, progress and dist.is_main() and not dry_run, tc.log_every)
     window = LogWindow(time.perf_counter())
+    page = PageRefresh()
     saved_step = session.step if session.resumed else -1
     last_step = tc.steps if not dry_run else session.step + 1
     session.model.train()
@@ -102,7 +106,7 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
                 bar.update(session.step)
             if periodic_checkpoint(session, is_last):
                 saved_step = session.step
-            periodic_evaluation(session, batch, is_last)
+            periodic_evaluation(session, batch, is_last, page)
             if is_last:
                 if session.step < tc.steps:
                     dist.print0(f"stopped at step {session.step}: "
@@ -238,20 +242,53 @@ def periodic_checkpoint(session: Session, is_last: bool) -> bool:
     return False
 
 
-def periodic_evaluation(session: Session, batch: dict[str, torch.Tensor], is_last: bool) -> None:
+@dataclass
+class PageRefresh:
+    """When the trainer writes the run's page again: after every evaluation, except while the
+    last page (or the start of training) is less than ``min_seconds`` old — a tiny run
+    evaluates every few milliseconds, and a page takes a few tenths of a second — and always
+    at the end."""
+
+    min_seconds: float = 20.0
+    written: float = field(default_factory=time.perf_counter)
+
+    def due(self, is_last: bool) -> bool:
+        now = time.perf_counter()
+        if is_last or now - self.written >= self.min_seconds:
+            self.written = now
+            return True
+        return False
+
+
+def periodic_evaluation(session: Session, batch: dict[str, torch.Tensor], is_last: bool,
+                        page: PageRefresh | None = None) -> None:
     """The test-split bound every ``train.eval_every`` steps and the figures every
-    ``train.image_every`` steps (and both at the end), after the step's checkpoint."""
+    ``train.image_every`` steps (and both at the end), after the step's checkpoint; then the
+    run's page (``index.html``) is written again (``page`` may hold back a page within
+    seconds of the last one; the last step always writes it). The test bound is also taken on the first
+    frames of each test sequence, as many as the training batches have (``bpd_window``), and
+    the step's training batch is scored as the test split is (split ``train_eval``: eval
+    mode, the head's evaluation σ), so that train and test are compared on the same terms."""
     tc, step = session.cfg.train, session.step
-    if (tc.eval_every and step % tc.eval_every == 0) or is_last:
+    evaluated = (tc.eval_every and step % tc.eval_every == 0) or is_last
+    if evaluated:
         result = evaluate_elbo(session.model, session.test_set, tc.batch_size, session.device, session.dtype,
-                               tc.eval_batches)
+                               tc.eval_batches, window=batch["frames"].shape[1])
         if session.log is not None:
+            # the step's batch scored as the test split is (eval mode, evaluation σ): like with like
+            session.log.write(step, "train_eval", score_batch(session.model, batch, session.device, session.dtype))
             session.log.write(step, "test", result)
-        dist.print0(f"step {step}: test -ELBO {result['neg_elbo']:.2f} nats ({result['bpd']:.4f} bits/dim)")
-    if dist.is_main() and ((tc.image_every and step % tc.image_every == 0) or is_last):
+        window = (f"; its first {result['window_frames']} frames, as trained: {result['bpd_window']:.4f} bits/dim"
+                  if "bpd_window" in result else "")
+        dist.print0(f"step {step}: test -ELBO {result['neg_elbo']:.2f} nats ({result['bpd']:.4f} bits/dim{window})")
+    figures = dist.is_main() and ((tc.image_every and step % tc.image_every == 0) or is_last)
+    if figures:
         session.model.eval()
         save_image_grids(session.model, batch, session.run_dir, step, tc.seed)
+        save_prediction_video(session.model, session.test_set, session.run_dir, step, tc.seed, session.device)
         session.model.train()
+    if session.log is not None and (evaluated or figures) and (page is None or page.due(is_last)):
+        write_run_page(session.run_dir)
 
 
 def out_of_time(deadline: float, device: torch.device) -> bool:

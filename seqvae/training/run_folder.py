@@ -30,7 +30,8 @@ METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
 # what seqvae itself writes into a run folder (anything else belongs to the user)
-OWN_NAMES = {CONFIG, "run.json", METRICS, CHECKPOINT, "images", "tensorboard", "eval", "demo_predictions.mp4"}
+OWN_NAMES = {CONFIG, "run.json", METRICS, CHECKPOINT, "images", "tensorboard", "eval", "demo_predictions.mp4",
+             "index.html", "report"}
 _MOVED_METRICS = re.compile(r"metrics\.\d{8}-\d{6}(-\d+)?\.jsonl")
 
 

@@ -16,6 +16,7 @@ from seqvae.io import frames_to_float
 from seqvae.registry import register_world
 from seqvae.worlds.pusher.costs import PushCostConfig, frame_pusher_cost, gripper_kinematics, pusher_object_cost
 from seqvae.worlds.pusher.dataset import PusherDataConfig
+from seqvae.worlds.pusher.live import ObjectPositionCheck
 from seqvae.worlds.pusher.sim import PusherSim
 from seqvae.worlds.pusher.tracking import locate_color
 from seqvae.worlds.pusher.world import ACTION_DIM, GRIPPER_INNER, PusherState
@@ -178,4 +179,5 @@ def make_env(data_cfg: Any = None) -> PusherEnv:
 register_world(PlanningWorld(
     name="pusher", data_name="pusher", cost_config=PushCostConfig, make_env=make_env,
     frame_cost=lambda env, cost: PushTrackerCost(env, cost), true_model=lambda env, cost: TrueSimulatorModel(env, cost),
-    perfect_video_model=lambda env: SimulatorVideoModel(env), task="push the object to the ring"))
+    perfect_video_model=lambda env: SimulatorVideoModel(env), task="push the object to the ring",
+    prediction_check=ObjectPositionCheck))
