@@ -96,14 +96,15 @@ def run(args: argparse.Namespace) -> dict:
         cfg.plan = dataclasses.replace(cfg.plan, methods=tuple(m for m in cfg.plan.methods if m != "learned"))
         print("no checkpoint=... or pretrained=...: skipping the learned-model planner")
     model = env = payload = None
-    if "learned" in cfg.plan.methods:
+    if cfg.checkpoint or cfg.pretrained:   # every method plans in the world the model was trained in
         source = model_source(cfg.checkpoint, cfg.pretrained)
         model, run_cfg, payload = load_model(source, torch.device(cfg.device))
         if not getattr(model, "action_dim", 0):
             raise ValueError(f"{source} is not an action-conditioned video model; planning needs one trained with "
                              "model.action_conditioned=true")
         env = world.make_env(run_cfg.data)
-        print(f"learned model: {source}, step {payload['step']}")
+        print(f"learned model: {source}, step {payload['step']}" if "learned" in cfg.plan.methods else
+              f"the world of {source} (its data config); the learned planner is not among plan.methods")
     out_dir = Path(cfg.out_dir)
     with Bar(len(cfg.plan.methods) * cfg.plan.episodes, "plan", "episodes", interval=0) as bar:
         results = evaluate_planning(world, cfg.plan, model=model, env=env, out_dir=out_dir, threads=cfg.threads,
