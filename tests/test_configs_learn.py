@@ -116,6 +116,9 @@ def train_briefly(path: Path, tmp_path: Path, monkeypatch, steps: int, batch: in
         "train.log_every=1", "train.eval_every=0", "train.eval_batches=1", "train.image_every=0",
         "train.checkpoint_every=0", "train.time_limit_minutes=0", "train.num_workers=0", "train.threads=0",
         "train.init_from=",   # a fine-tune's starting run is not on a fresh machine; learning from scratch is checked
+        # the config's schedule at the test's length: the cosine already ends at `steps`, and
+        # the warm-up keeps its fraction of the run (200 of 10 000 steps is no warm-up here)
+        f"train.lr_warmup_steps={round(raw.train.lr_warmup_steps * steps / raw.train.steps)}",
         *SMALL_REPO_DATA.get(raw.data.name, []),
     ]
     if fast:

@@ -20,7 +20,7 @@ from seqvae.control.costs import GoalImageCost, pixel_distance_to_goal
 from seqvae.control.harness import PlanEvalConfig, episode_seed, evaluate_planning
 from seqvae.control.mpc import run_episode
 from seqvae.control.mppi import MPPIConfig, mppi_plan
-from seqvae.control.optimizers import PlanOptimizer
+from seqvae.control.optimizers import Planned, PlanOptimizer
 from seqvae.control.planner import VideoModelPlanner
 from seqvae.worlds.pusher.costs import PushCostConfig, frame_pusher_cost, gripper_kinematics, pusher_object_cost
 from seqvae.worlds.pusher.planning import PusherEnv, PushTrackerCost, TrueSimulatorModel
@@ -98,6 +98,45 @@ def test_cem_config_and_cost_shape_errors():
         cem_plan(lambda a: a.sum(-1), 2, CEMConfig(horizon=3), gen())
     with pytest.raises(ValueError, match="init_mean"):
         cem_plan(lambda a: a.sum((1, 2)), 2, CEMConfig(horizon=3), gen(), init_mean=torch.zeros(4, 2))
+
+
+def test_cem_population_decays_to_twice_the_elites():
+    """iCEM's decaying population: 100, 50, 25 candidates, then the floor of 2 × 12 elites;
+    the evaluations counted are the ones scored."""
+    cfg = CEMConfig(iterations=4, candidates=100, elites=12, horizon=3, population_decay=2.0)
+    sizes = []
+    _, info = cem_plan(lambda a: sizes.append(a.shape[0]) or (a ** 2).sum((1, 2)), 2, cfg, gen())
+    assert sizes == [100, 50, 25, 24] and info.evaluations == 199 == cfg.evaluations()
+    with pytest.raises(ValueError, match="population_decay"):
+        CEMConfig(population_decay=0.5)
+
+
+def test_carried_elites_are_scored_first_and_a_good_one_survives():
+    """A narrow optimum far from the sampling mean: fresh samples (std 0.05 around 0) never
+    come near it, so only a carried elite can. Carried into the next call (shifted by the
+    two executed steps, zero-padded) it is among the first iteration's candidates, and the
+    plan found is that elite; without carrying the plan stays far from it."""
+    target = torch.tensor([[0.9, -0.9], [0.9, -0.9], [0.0, 0.0], [0.0, 0.0]])
+
+    def costs(actions):
+        seen.append(actions.clone())
+        return ((actions - target) ** 2).sum((1, 2))
+
+    found = torch.tensor([[0.5, 0.5], [0.5, 0.5], [0.9, -0.9], [0.9, -0.9]])   # the target, two steps early
+    previous = Planned(actions=torch.zeros(4, 2), best_cost=0.0,
+                       elites=torch.stack([found, torch.full((4, 2), 0.3)]))
+    for carry in (True, False):
+        seen = []
+        optimizer = cem(iterations=2, candidates=30, elites=4, horizon=4, init_std=0.05, carry_elites=carry)
+        planned = optimizer.optimize(costs, 2, gen(1), previous=previous, executed=2)
+        shifted = torch.cat([found[2:], torch.zeros(2, 2)])
+        if carry:
+            torch.testing.assert_close(seen[0][0], shifted, rtol=0, atol=0)
+            torch.testing.assert_close(planned.actions, shifted, rtol=0, atol=0)
+            assert planned.best_cost == pytest.approx(0.0, abs=1e-12)
+        else:
+            assert (planned.actions - target).abs().max() > 0.5
+        assert planned.elites.shape == (4, 4, 2)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

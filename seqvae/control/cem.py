@@ -24,6 +24,15 @@ class CEMConfig:
     (``ε_t = β ε_{t−1} + √(1 − β²) n_t``: smoother, more exploratory sequences).
     ``keep_elites``: the previous iteration's elites are evaluated again in place of as
     many fresh samples, so the best cost found never gets worse by resampling.
+
+    Two settings of iCEM (Pinneri et al. 2020, "Sample-efficient cross-entropy method for
+    real-time planning") spend fewer rollouts for the same plan quality:
+    ``population_decay`` γ samples ``max(candidates · γ^−i, 2 · elites)`` candidates in
+    iteration ``i`` (the distribution has narrowed, fewer samples suffice), and the elites of
+    the previous planning call, shifted by the steps executed since (``init_elites`` of
+    :func:`cem_plan`, kept by the MPC loop), compete in the first iteration in place of as
+    many fresh samples, so a good plan found earlier is not lost to resampling (with
+    ``carry_elites``; see :class:`seqvae.control.optimizers.PlanOptimizer`).
     """
 
     iterations: int = 3
@@ -35,6 +44,8 @@ class CEMConfig:
     momentum: float = 0.1
     noise_smoothing: float = 0.0
     keep_elites: bool = True
+    population_decay: float = 1.0
+    carry_elites: bool = False
     action_low: float = -1.0
     action_high: float = 1.0
 
@@ -51,6 +62,19 @@ class CEMConfig:
             raise ValueError("init_std must be positive and min_std non-negative")
         if not 0 <= self.momentum < 1 or not 0 <= self.noise_smoothing < 1:
             raise ValueError("momentum and noise_smoothing must lie in [0, 1)")
+        if self.population_decay < 1:
+            raise ValueError(f"population_decay must be at least 1 (1: every iteration samples `candidates`), "
+                             f"got {self.population_decay}")
+
+    def population(self, iteration: int) -> int:
+        """Candidates scored in ``iteration`` (0-based): ``candidates`` decayed by
+        ``population_decay`` per iteration, never below twice the elites (or ``candidates``)."""
+        floor = min(self.candidates, 2 * self.elites)
+        return max(floor, round(self.candidates / self.population_decay ** iteration))
+
+    def evaluations(self) -> int:
+        """Candidate sequences one :func:`cem_plan` call scores."""
+        return sum(self.population(i) for i in range(self.iterations))
 
 
 @dataclass
@@ -63,6 +87,7 @@ class CEMInfo:
     best_per_iteration: list[float]  # lowest cost seen in each iteration
     elite_mean_per_iteration: list[float]
     evaluations: int                 # candidate sequences scored in total
+    elites: Tensor | None = None     # [elites, horizon, A] the last iteration's elites, cheapest first
 
 
 def start_mean(init_mean: Tensor | None, horizon: int, action_dim: int, low: float, high: float,
@@ -74,6 +99,18 @@ def start_mean(init_mean: Tensor | None, horizon: int, action_dim: int, low: flo
     if tuple(init_mean.shape) != (horizon, action_dim):
         raise ValueError(f"init_mean must be [horizon={horizon}, A={action_dim}], got {tuple(init_mean.shape)}")
     return init_mean.detach().to(device, torch.float32).clamp(low, high)
+
+
+def start_elites(init_elites: Tensor | None, horizon: int, action_dim: int, low: float, high: float,
+                 device: torch.device, population: int) -> Tensor | None:
+    """``init_elites [E, horizon, A]`` checked and clipped to the box (None stays None); at
+    most ``population - 1`` of them (the cheapest first), so that fresh samples remain."""
+    if init_elites is None:
+        return None
+    if init_elites.dim() != 3 or tuple(init_elites.shape[1:]) != (horizon, action_dim):
+        raise ValueError(f"init_elites must be [E, horizon={horizon}, A={action_dim}], "
+                         f"got {tuple(init_elites.shape)}")
+    return init_elites[: population - 1].detach().to(device, torch.float32).clamp(low, high)
 
 
 def scored(predict_costs: Callable[[Tensor], Tensor], candidates: Tensor) -> Tensor:
@@ -88,7 +125,8 @@ def scored(predict_costs: Callable[[Tensor], Tensor], candidates: Tensor) -> Ten
 
 
 def cem_plan(predict_costs: Callable[[Tensor], Tensor], action_dim: int, cfg: CEMConfig,
-             generator: torch.Generator, init_mean: Tensor | None = None) -> tuple[Tensor, CEMInfo]:
+             generator: torch.Generator, init_mean: Tensor | None = None,
+             init_elites: Tensor | None = None) -> tuple[Tensor, CEMInfo]:
     """Minimise ``predict_costs`` over action sequences with the cross-entropy method.
 
     Args:
@@ -99,26 +137,30 @@ def cem_plan(predict_costs: Callable[[Tensor], Tensor], action_dim: int, cfg: CE
         generator: source of the candidates' noise; candidates live on its device.
         init_mean: ``[horizon, A]`` starting mean (e.g. the previous plan shifted by the
             steps executed since); default the middle of the action box.
+        init_elites: ``[E, horizon, A]`` candidates scored in the first iteration in place of
+            as many fresh samples (e.g. the previous call's elites, shifted like the mean);
+            at most the first iteration's population less one.
     Returns:
         ``(best_actions [horizon, A], info)``: the cheapest candidate evaluated (within the
         bounds) and a :class:`CEMInfo`.
     """
     device = generator.device
-    h, a, k = cfg.horizon, action_dim, cfg.candidates
+    h, a = cfg.horizon, action_dim
     low, high = cfg.action_low, cfg.action_high
     mean = start_mean(init_mean, h, a, low, high, device)
     std = torch.full((h, a), cfg.init_std, device=device)
     best, best_cost = mean.clone(), math.inf
-    elites = None
+    elites = start_elites(init_elites, h, a, low, high, device, cfg.population(0))
     best_per_iter, elite_mean_per_iter = [], []
     beta = cfg.noise_smoothing
-    for _ in range(cfg.iterations):
+    for i in range(cfg.iterations):
+        k = cfg.population(i)
         eps = torch.randn(k, h, a, generator=generator, device=device)
         if beta > 0:
             for t in range(1, h):
                 eps[:, t] = beta * eps[:, t - 1] + math.sqrt(1 - beta * beta) * eps[:, t]
         cand = (mean + std * eps).clamp(low, high)                                  # [K, H, A]
-        if cfg.keep_elites and elites is not None:
+        if elites is not None and (i == 0 or cfg.keep_elites):   # carried in, or kept from the last iteration
             cand[: elites.shape[0]] = elites
         costs = scored(predict_costs, cand)
         order = torch.argsort(costs, stable=True)
@@ -131,5 +173,5 @@ def cem_plan(predict_costs: Callable[[Tensor], Tensor], action_dim: int, cfg: CE
         mean = m * mean + (1 - m) * elites.mean(0)
         std = (m * std + (1 - m) * elites.std(0, unbiased=False)).clamp(min=cfg.min_std)
     info = CEMInfo(best_cost=best_cost, mean=mean, std=std, best_per_iteration=best_per_iter,
-                   elite_mean_per_iteration=elite_mean_per_iter, evaluations=cfg.iterations * k)
+                   elite_mean_per_iteration=elite_mean_per_iter, evaluations=cfg.evaluations(), elites=elites)
     return best.clamp(low, high), info

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from seqvae.control.environment import Environment
-from seqvae.control.optimizers import PlanOptimizer
+from seqvae.control.optimizers import Planned, PlanOptimizer
 from seqvae.control.planner import PlanningModel
 from seqvae.threads import ThreadGovernor, governed
 
@@ -40,7 +40,8 @@ def run_episode(env: Environment, model: PlanningModel | None, optimizer: PlanOp
     """Run one episode of ``env`` (already :meth:`~Environment.reset`) in closed loop.
 
     Every ``replan_every`` steps the optimizer plans ``optimizer.horizon`` actions with
-    ``model`` (warm started from the rest of the previous plan, padded with zeros) and the
+    ``model`` (warm started from the rest of the previous plan, padded with zeros; see
+    :meth:`~seqvae.control.optimizers.PlanOptimizer.optimize`) and the
     first ``replan_every`` of them are executed, observing after each. ``model=None`` takes
     uniformly random actions in the optimizer's box instead (the baseline).
 
@@ -69,27 +70,26 @@ def run_episode(env: Environment, model: PlanningModel | None, optimizer: PlanOp
         model.reset(env, seed=episode_seed)
     frames, distances, actions = [env.view()], [env.distance()], []
     record = EpisodeRecord(frames=torch.empty(0), actions=torch.empty(0), distances=torch.empty(0))
-    plan: Tensor | None = None
+    planned: Planned | None = None
     offset = 0
     for t in range(steps):
         if model is None:
             action = torch.rand(a_dim, generator=generator, device=generator.device) * (high - low) + low
         else:
-            if plan is None or offset >= replan_every:
-                init = None if plan is None else torch.cat([plan[offset:], plan.new_zeros(offset, a_dim)])
+            if planned is None or offset >= replan_every:
                 remaining = steps - t
                 costs = model.costs
                 if end_aware and remaining < horizon:
                     def costs(candidates: Tensor, n: int = remaining) -> Tensor:
                         return model.costs(candidates[:, :n])
-                with governed(governor):
-                    plan, best_cost = optimizer.optimize(costs, a_dim, generator, init_mean=init)
+                with governed(governor):   # warm started from what is left of the last plan
+                    planned = optimizer.optimize(costs, a_dim, generator, previous=planned, executed=offset)
                 offset = 0
                 if record_plans:
                     record.plan_steps.append(t)
-                    record.plan_frames.append(model.preview(plan).cpu())
-                    record.plan_costs.append(best_cost)
-            action = plan[offset]
+                    record.plan_frames.append(model.preview(planned.actions).cpu())
+                    record.plan_costs.append(planned.best_cost)
+            action = planned.actions[offset]
             offset += 1
         action = action.cpu().float()
         env.step(action)
