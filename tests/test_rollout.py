@@ -20,7 +20,11 @@ from seqvae.models.svg import SVG, SVGConfig, build_svg
 B, N_CTX, HORIZON, A, S = 2, 2, 3, 2, 2
 # Different batch sizes may run different oneDNN convolution kernels (other summation
 # orders), so results computed in different batches agree to float32 rounding, not bits.
+# Tests that compare rollouts made in different batches run in fp32: under bf16 autocast
+# (the "auto" precision on CPUs with native bf16) the kernels chosen per batch size round
+# to bf16 differently (on Intel AMX up to 4e-3 on these frames), which is not what they test.
 TOL = dict(rtol=0, atol=1e-5)
+FP32 = dict(precision="fp32")
 
 
 
@@ -79,23 +83,23 @@ def test_same_seed_same_rollouts_other_seed_other_rollouts(model):
 def test_k_candidates_in_one_call_equal_k_separate_calls(model):
     """Common random numbers: the noise is drawn per (b, s) and shared by the candidates."""
     ctx, acts = context(), candidates(3)
-    together = rollout(model, ctx, acts, S, generator=gen(5))
+    together = rollout(model, ctx, acts, S, generator=gen(5), **FP32)
     for k in range(3):
-        alone = rollout(model, ctx, acts[:, k:k + 1], S, generator=gen(5))
+        alone = rollout(model, ctx, acts[:, k:k + 1], S, generator=gen(5), **FP32)
         torch.testing.assert_close(together.frames[:, k:k + 1], alone.frames, **TOL)
         torch.testing.assert_close(together.noise, alone.noise, rtol=0, atol=0)
     # ... and the candidates do lead to different futures
     assert (together.frames[:, 0] - together.frames[:, 1]).abs().max() > 1e-3
     # identical candidates see identical noise: identical futures
-    same = rollout(model, ctx, acts[:, :1].expand(B, 2, HORIZON, A), S, generator=gen(5))
+    same = rollout(model, ctx, acts[:, :1].expand(B, 2, HORIZON, A), S, generator=gen(5), **FP32)
     torch.testing.assert_close(same.frames[:, 0], same.frames[:, 1], **TOL)
 
 
 def test_chunked_equals_unchunked(model):
     ctx, acts = context(), candidates(3)
-    full = rollout(model, ctx, acts, S, generator=gen(5), max_batch=1000)
+    full = rollout(model, ctx, acts, S, generator=gen(5), **FP32, max_batch=1000)
     for max_batch in (1, 5):
-        chunked = rollout(model, ctx, acts, S, generator=gen(5), max_batch=max_batch)
+        chunked = rollout(model, ctx, acts, S, generator=gen(5), **FP32, max_batch=max_batch)
         torch.testing.assert_close(chunked.frames, full.frames, **TOL)
 
 
@@ -112,8 +116,8 @@ def test_auto_chunking_fits_the_budget(model):
         _, skips = encoder.eval()(torch.zeros(1, 3, 64, 64))
         assert encoder.skip_features == sum(s.numel() for s in skips), type(encoder).__name__
     assert auto_max_batch(model, HORIZON, torch.device("cpu"), True, budget_bytes=4 * per_row) == 4
-    full = rollout(model, ctx, acts, S, generator=gen(5))
-    budgeted = rollout(model, ctx, acts, S, generator=gen(5), memory_budget=4 * per_row)
+    full = rollout(model, ctx, acts, S, generator=gen(5), **FP32)
+    budgeted = rollout(model, ctx, acts, S, generator=gen(5), **FP32, memory_budget=4 * per_row)
     torch.testing.assert_close(budgeted.frames, full.frames, **TOL)
 
 
@@ -128,7 +132,7 @@ def test_costs_equal_cost_fn_of_the_returned_frames(model):
         b, k, s = index.unbind(1)
         return ((frames[:, -1] - goals[b]) ** 2).mean(dim=(1, 2, 3)) + 10.0 * b + 100.0 * k + 1000.0 * s
 
-    out = rollout(model, ctx, acts, S, generator=gen(5), cost_fn=cost_fn, max_batch=4)
+    out = rollout(model, ctx, acts, S, generator=gen(5), **FP32, cost_fn=cost_fn, max_batch=4)
     expected = ((out.frames[:, :, :, -1] - goals[:, None, None]) ** 2).mean(dim=(-3, -2, -1))
     expected = (expected + 10.0 * torch.arange(B)[:, None, None] + 100.0 * torch.arange(3)[:, None]
                 + 1000.0 * torch.arange(S))
@@ -136,7 +140,7 @@ def test_costs_equal_cost_fn_of_the_returned_frames(model):
     torch.testing.assert_close(out.costs, expected, rtol=1e-6, atol=1e-5)
     assert len(seen_rows) == 3  # 12 rollouts in chunks of 4
     # without frames the costs are the same
-    lean = rollout(model, ctx, acts, S, generator=gen(5), cost_fn=cost_fn, return_frames=False)
+    lean = rollout(model, ctx, acts, S, generator=gen(5), **FP32, cost_fn=cost_fn, return_frames=False)
     assert lean.frames is None
     torch.testing.assert_close(lean.costs, out.costs, **TOL)
 
@@ -333,3 +337,25 @@ def test_rollout_command_errors(tmp_path):
     # an action-free model needs only a horizon
     run_cli(["rollout", str(free), "--npz", str(tmp_path / "ctx.npz"), "--horizon", "2", "--samples", "3", *base])
     assert np.load(tmp_path / "x.npz")["frames"].shape == (1, 3, 2, 3, 64, 64)
+
+
+def test_rollout_copy_is_the_same_function_with_batchnorm_folded(model):
+    """The planner's copy: no BatchNorm left (folded into the convolutions), weights in
+    channels_last, the same rollouts as the model in fp32 up to rounding (1e-5 on frames in
+    [0, 1], as for batches of other sizes), and the model itself untouched."""
+    from seqvae.control.rollout import rollout_copy
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = rollout_copy(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 9     # dcgan64: 5 encoder + 4 decoder
+    assert fast.encoder.c1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    ctx, acts = context(), candidates(3)
+    ours = rollout(fast, ctx, acts, S, generator=gen(5), **FP32)
+    theirs = rollout(model, ctx, acts, S, generator=gen(5), **FP32)
+    torch.testing.assert_close(ours.frames, theirs.frames, **TOL)
+    assert (ours.frames[:, 0] - ours.frames[:, 1]).abs().max() > 1e-3          # the actions still matter
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    # a model without BatchNorm is planned with as it is (no copy)
+    plain = nn.Linear(2, 2)
+    assert rollout_copy(plain) is plain

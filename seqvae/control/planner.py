@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from seqvae.control.environment import Environment, FrameCost
-from seqvae.control.rollout import rollout
+from seqvae.control.rollout import rollout, rollout_copy
 from seqvae.io import frames_to_float
 from seqvae.models.base import VideoPredictor
 
@@ -43,6 +43,8 @@ class VideoModelPlanner:
     the first frame is repeated with zero actions (exactly what a still scene looks like).
     A candidate's cost is ``cost`` of its predicted frames, averaged over ``samples``
     futures (common random numbers across candidates, see :mod:`seqvae.control.rollout`).
+    It plans with :func:`~seqvae.control.rollout.rollout_copy` of ``model`` (BatchNorm
+    folded, channels_last: the same predictions for less time), made when it is built.
     """
 
     name = "learned"
@@ -53,7 +55,7 @@ class VideoModelPlanner:
             raise ValueError("planning needs an action-conditioned model (train with model.action_conditioned=true)")
         if samples < 1:
             raise ValueError(f"samples (futures per candidate) must be at least 1, got {samples}")
-        self.model, self.cost, self.samples, self.seed = model, cost, samples, seed
+        self.model, self.cost, self.samples, self.seed = rollout_copy(model), cost, samples, seed
         self.precision, self.max_batch, self.name = precision, max_batch, name
         self.n_ctx = model.n_past
         self.device = next(iter([*model.parameters(), *model.buffers()]), torch.zeros(0)).device

@@ -5,6 +5,7 @@ no-grad, eval-mode pass, with common random numbers across candidates (see
 :func:`rollout`)."""
 from __future__ import annotations
 
+import copy
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from torch import Tensor
 from seqvae import amp
 from seqvae.io import frames_to_float
 from seqvae.models.base import VideoPredictor, eval_mode
+from seqvae.nets.fusion import fold_batchnorm
 
 # cost_fn(frames[n, horizon, C, H, W] float in [0, 1], index[n, 3] long: (b, k, s) of each row) -> costs[n]
 CostFn = Callable[[Tensor, Tensor], Tensor]
@@ -62,6 +64,21 @@ def _graphed_predict(model: VideoPredictor) -> Callable:
 
         fn = _GRAPHED[model] = with_rnn(torch.compile(model.predict, mode="reduce-overhead", dynamic=False))
     return fn
+
+
+def rollout_copy(model: VideoPredictor) -> VideoPredictor:
+    """A copy of ``model`` made for many rollouts (a planner's): in eval mode, each BatchNorm
+    folded into the convolution before it (:func:`seqvae.nets.fusion.fold_batchnorm`) and
+    the weights in channels_last, which oneDNN's CPU convolutions run faster (the shipped
+    ``pusher-actions`` model, 100 candidates × 10 frames in bf16 on one thread: 1.4× less
+    CPU time). The same function up to rounding; the copy does not follow later changes of
+    ``model``. A model with no BatchNorm (e.g. a simulator posing as a video model) is
+    returned as it is, not copied."""
+    if not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()):
+        return model
+    fast = copy.deepcopy(model).eval()
+    fold_batchnorm(fast)
+    return fast.to(memory_format=torch.channels_last)
 
 
 @dataclass
