@@ -84,15 +84,19 @@ def test_signal_finishes_the_step_checkpoints_and_exits_128_plus_signal(tmp_path
         assert steps == list(range(1, payload["step"] + 3))
 
 
-def test_ctrl_c_in_a_terminal_with_loader_workers(tmp_path):
-    """A terminal's Ctrl-C reaches the whole process group, DataLoader workers included."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_the_process_group_with_loader_workers(tmp_path, signum):
+    """A terminal's Ctrl-C, or ``kill -TERM -- -PGID``, reaches the whole process group,
+    DataLoader workers included: the same checkpoint, one line and exit status as without."""
     run = tmp_path / "run"
     proc = _launch(tmp_path, run, "-m", "seqvae.cli", "train",
-                   str(_yaml(tmp_path, run, *SLOW_RUN, "train.num_workers=1")))
+                   str(_yaml(tmp_path, run, *SLOW_RUN, "train.num_workers=2")))
     _wait_for_steps(proc, run, 3)
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signum)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in out + err, err
+    assert proc.returncode == 128 + signum and "Traceback" not in out + err, err
+    assert "killed by signal" not in err and "Exception ignored" not in err
+    assert err.strip().splitlines()[-1].startswith(f"seqvae train: {signal.Signals(signum).name}: stopped after step")
     payload = load_checkpoint(run / "checkpoint.pt")
     assert payload["step"] == [r["step"] for r in _lines(run) if r["split"] == "train"][-1]
 

@@ -82,6 +82,20 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
     bar = Progress(tc.steps, session.step, deadline, progress and dist.is_main() and not dry_run, tc.log_every)
     window = LogWindow(time.perf_counter())
     page = PageRefresh()
+    try:
+        run_steps(session, bar, window, page, deadline, dry_run)
+    finally:   # the DataLoader workers stop now, also on an error or a signal (not at interpreter exit)
+        session.batches.close()
+        bar.close()
+    dist.barrier()
+    return session.run_dir
+
+
+def run_steps(session: Session, bar: Progress, window: LogWindow, page: PageRefresh, deadline: float | None,
+              dry_run: bool) -> None:
+    """The steps of :func:`train`, each followed by its log line, checkpoint, evaluation and
+    figures when due, until ``train.steps``, the time limit or a stop signal."""
+    tc = session.cfg.train
     saved_step = session.step if session.resumed else -1
     last_step = tc.steps if not dry_run else session.step + 1
     session.model.train()
@@ -116,11 +130,7 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
             if signum:   # Ctrl-C / SIGTERM: this step is done; keep it and stop
                 if saved_step != session.step:
                     session.save()
-                bar.close()
                 raise TrainingInterrupted(signum, session.step, session.run_dir, saved=True)
-    bar.close()
-    dist.barrier()
-    return session.run_dir
 
 
 @dataclass
