@@ -4,6 +4,7 @@ the way or a full disk, weights that do not fit, unsafe or empty checkpoint file
 import errno
 import os
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -95,6 +96,64 @@ def test_full_disk_while_checkpointing_is_a_clear_error(tmp_path, monkeypatch, c
     err = _one_clear_line(capsys)
     assert f"{run / 'checkpoint.pt'}: No space left on device" in err and "the disk is full" in err
     assert not (run / "checkpoint.pt").exists() and not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+class _FillingDisk:
+    """A file on a disk that fills up after ``room`` bytes: its write raises ENOSPC, as a full disk's does."""
+
+    def __init__(self, handle, room):
+        self.handle, self.room = handle, room
+
+    def write(self, data):
+        size = memoryview(data).nbytes
+        if size > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= size
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+@pytest.mark.parametrize("torch_keeps_the_cause", [True, False])
+def test_disk_filling_up_inside_torch_save_is_a_clear_error(tmp_path, monkeypatch, capsys, torch_keeps_the_cause):
+    """A larger checkpoint fills the disk inside torch's zip writer, which reports its own
+    "[enforce fail at inline_container.cc] unexpected pos" (issue 23, item 2)."""
+    import seqvae.checkpoint as checkpoint_module
+
+    real_save, saves = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        saves.append(obj["step"])
+        if len(saves) == 1:
+            return real_save(obj, f, *args, **kwargs)              # the first checkpoint fits
+        if torch_keeps_the_cause:
+            return real_save(obj, _FillingDisk(f, room=4096), *args, **kwargs)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 832 vs 726")
+
+    monkeypatch.setattr(torch, "save", save)
+    if not torch_keeps_the_cause:   # then the disk's free space tells
+        monkeypatch.setattr(checkpoint_module.shutil, "disk_usage", lambda path: SimpleNamespace(free=4096))
+    run = tmp_path / "run"
+    path = _yaml(tmp_path, f"train.out_dir={run}", "train.steps=6", "train.checkpoint_every=3")
+    assert cli_main(["train", str(path)]) == 2
+    err = _one_clear_line(capsys)
+    assert f"{run / 'checkpoint.pt'}: No space left on device" in err and "the disk is full" in err
+    assert "inline_container" not in err and saves == [3, 6]
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 3          # the previous checkpoint is intact
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_torch_write_error_on_a_disk_with_room_is_not_called_a_full_disk(tmp_path, monkeypatch):
+    def broken(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 832 vs 726")
+
+    monkeypatch.setattr(torch, "save", broken)
+    from seqvae.checkpoint import save_checkpoint
+
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        save_checkpoint(tmp_path / "checkpoint.pt", {"step": 1})
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------ 12. shapes on load
