@@ -259,6 +259,103 @@ def test_non_empty_folder_without_a_run_is_refused_unless_forced(tmp_path, capsy
     assert (run / "holiday.png").read_bytes() == b"png" and (run / "checkpoint.pt").exists()
 
 
+@pytest.mark.parametrize("forced", [False, True])
+def test_a_users_own_config_yaml_is_not_a_run(tmp_path, capsys, forced):
+    """A folder is a seqvae run only if its files say so (issue 23, item 4): a user's
+    config.yaml and a PNG under images/ are refused like any foreign files, and --force keeps them."""
+    run = tmp_path / "mine"
+    (run / "images").mkdir(parents=True)
+    mine = {run / "config.yaml": b"learning_rate: 0.1\nlayers: [64, 64]\n", run / "images" / "cat.png": b"\x89PNG..."}
+    for path, data in mine.items():
+        path.write_bytes(data)
+    path = _yaml(tmp_path, run)
+    for resume in ([], ["--resume"]):
+        assert cli_main(["train", str(path), *resume]) == 2
+        err = capsys.readouterr().err
+        assert "holds no seqvae run" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert ("config.yaml (not seqvae's)" in err and "images/cat.png" in err and "--force" in err) if not resume \
+            else "--resume" in err
+        assert all(p.read_bytes() == data for p, data in mine.items())
+        assert sorted(p.name for p in run.rglob("*")) == ["cat.png", "config.yaml", "images"]   # nothing written
+    if not forced:
+        return
+    assert cli_main(["train", str(path), "--force"]) == 0
+    out = capsys.readouterr().out
+    kept = [p for p in run.iterdir() if p.name.startswith("config.") and p.name != "config.yaml"]
+    assert len(kept) == 1 and kept[0].read_bytes() == mine[run / "config.yaml"] and kept[0].name in out
+    assert (run / "images" / "cat.png").read_bytes() == mine[run / "images" / "cat.png"]
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 6
+
+
+def test_seqvaes_own_files_are_recognised_by_content(tmp_path):
+    from seqvae.training import run_files
+
+    run = tmp_path / "run"
+    train(_cfg(run), progress=False)
+    assert run_files.is_run_config(run / "config.yaml") and run_files.is_metrics_log(run / "metrics.jsonl")
+    assert run_files.is_run_record(run / "run.json")
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 7, "spl')                       # a line a kill cut short is still seqvae's
+    assert run_files.is_metrics_log(run / "metrics.jsonl")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.yaml").write_text("model: {name: resnet}\ntrain: {lr: 0.1}\n")
+    (other / "metrics.jsonl").write_text('{"epoch": 1, "acc": 0.5}\n')
+    (other / "run.json").write_text('{"name": "mine"}')
+    assert not run_files.is_run_config(other / "config.yaml") and not run_files.is_metrics_log(other / "metrics.jsonl")
+    assert run_files.foreign_entries(other) == ["config.yaml (not seqvae's)", "metrics.jsonl (not seqvae's)",
+                                                "run.json (not seqvae's)"]
+
+
+# --------------------------------------------- 15. one writer per run folder (issue 23, item 3)
+def test_a_second_train_on_a_running_run_folder_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    path = _yaml(tmp_path, run, *SLOW_RUN, "train.checkpoint_every=2")
+    proc = _launch(tmp_path, run, "-m", "seqvae.cli", "train", str(path))
+    try:
+        _wait_for_steps(proc, run, 3)
+        while not (run / "checkpoint.pt").exists():
+            time.sleep(0.05)
+        for command in (["train", str(path)], ["train", str(path), "--resume"],
+                        ["train", str(_yaml(tmp_path, run, "train.lr=0.002", name="other.yaml"))]):
+            assert cli_main(command) == 2
+            err = capsys.readouterr().err
+            assert f"{run} is in use: another seqvae train (pid {proc.pid})" in err and "Traceback" not in err
+            assert len(err.strip().splitlines()) == 1
+        assert proc.poll() is None                          # the running run was not disturbed
+        proc.kill()                                         # a lock dies with its process
+        proc.wait()
+        assert (run / "train.lock").exists()
+        config = (run / "config.yaml").read_bytes()
+        assert cli_main(["train", str(path), "--resume", "train.steps=20"]) == 0
+        assert not (run / "train.lock").exists() and load_checkpoint(run / "checkpoint.pt")["step"] == 20
+        assert config != (run / "config.yaml").read_bytes()   # the resume wrote it (train.steps=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_lock_is_held_for_the_whole_run_and_dropped_at_its_end(tmp_path, monkeypatch):
+    import seqvae.training.loop as loop
+    from seqvae.training.run_folder import RunFolderError
+
+    run = tmp_path / "run"
+    seen = []
+    real = loop.periodic_checkpoint
+
+    def checkpoint_and_try_a_second_writer(session, is_last):
+        with pytest.raises(RunFolderError, match=f"pid {os.getpid()}"):   # another open of the lock file conflicts
+            train(_cfg(run), resume=True, progress=False)
+        seen.append(session.step)
+        return real(session, is_last)
+
+    monkeypatch.setattr(loop, "periodic_checkpoint", checkpoint_and_try_a_second_writer)
+    train(_cfg(run), progress=False)
+    assert seen == [1, 2, 3, 4, 5, 6] and not (run / "train.lock").exists()
+    assert train(_cfg(run, "train.steps=4"), dry_run=True, progress=False) == run   # a dry run writes no lock
+
+
 # --------------------------------------------- 14. splits at start, checkpoint first
 def test_empty_test_split_is_found_before_training(tmp_path, monkeypatch):
     import seqvae.training.loop as train_module
