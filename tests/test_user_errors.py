@@ -202,3 +202,49 @@ def test_empty_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert cli_main(["train", str(_yaml(tmp_path, f"train.out_dir={tmp_path}")), "--resume"]) == 2
     assert "is empty (0 bytes)" in _one_clear_line(capsys)
     assert (tmp_path / "checkpoint.pt").read_bytes() == b""
+
+
+# ----------------------------------------------- planning and rollout misuse (issue 23, item 6)
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("image") / "run"
+    train(RunConfig.from_dict(apply_overrides(BASE, [f"train.out_dir={run}"])), progress=False)
+    return run
+
+
+ROLLOUT = ["rollout", "--pretrained", "pusher-actions", "--index", "0"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["plan", "pretrained=pusher-actions", "plan.episodes=0"], "plan.episodes and plan.steps must be at least 1"),
+    (["plan", "pretrained=pusher-actions", "plan.episodes=-1"], "plan.episodes and plan.steps must be at least 1"),
+    (["plan", "checkpoint={run}"], "{run} is not an action-conditioned video model"),
+    (["plan", "pretrained=pusher-actions", "device=cuda"], "device=cuda but this machine has no CUDA GPU; use cpu"),
+    (["plan", "pretrained=pusher-actions", "threads=-1"], "threads must be 0 (chosen from measured step times)"),
+    (["plan", "pretrained=pusher-actions", "checkpoint={run}"], "give one model, not both"),
+    ([*ROLLOUT, "--device", "cuda"], "--device=cuda but this machine has no CUDA GPU; use cpu"),
+    (["eval", "{run}", "--device", "cuda"], "--device=cuda but this machine has no CUDA GPU"),
+    (["sample", "{run}", "--device", "cuda"], "--device=cuda but this machine has no CUDA GPU"),
+    (["analyze", "{run}", "--device", "cuda"], "--device=cuda but this machine has no CUDA GPU"),
+    ([*ROLLOUT, "--device", "gpu"], "--device=gpu is not a device; use cpu or cuda"),
+    ([*ROLLOUT, "--horizon", "0"], "--horizon must be at least 1 (the frames to predict), got 0"),
+    ([*ROLLOUT, "--horizon", "-3"], "--horizon must be at least 1 (the frames to predict), got -3"),
+    ([*ROLLOUT, "--start", "-5"], "--start must be 0 or more (the first context frame in the source), got -5"),
+    ([*ROLLOUT, "--samples", "0"], "--samples must be at least 1, got 0"),
+    ([*ROLLOUT, "--actions", "{notes}"], "{notes} is a text file; --actions reads an .npz of arrays with 'actions'"),
+    ([*ROLLOUT, "--actions", "{run}/checkpoint.pt"], "is a torch checkpoint (a model for seqvae eval / rollout"),
+    (["rollout", "--pretrained", "pusher-actions", "--video", "{notes}"], "--video {notes} is not a video seqvae can"),
+    (["rollout", "{run}", "--index", "0"], "holds an image model (conv_vae); rollouts need a video model"),
+])
+def test_planning_and_rollout_misuse_is_one_line_naming_the_input(image_run, tmp_path, monkeypatch, capsys, argv,
+                                                                  message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)   # a CPU-only machine, wherever this runs
+    monkeypatch.chdir(tmp_path)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    fill = {"run": image_run, "notes": notes}
+    argv = [a.format(**fill) for a in argv]
+    assert cli_main(argv) == 2
+    err = _one_clear_line(capsys, argv[0])
+    assert message.format(**fill) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]       # nothing was written
