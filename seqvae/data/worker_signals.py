@@ -25,6 +25,8 @@ def leave_signals_to_trainer(worker_id: int = 0) -> None:
     """``worker_init_fn`` of training DataLoaders (see the module)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)   # a forked worker inherits the trainer's handler
+    if not hasattr(signal, "sigwaitinfo"):   # e.g. macOS: SIGTERM keeps its default (a group's SIGTERM ends workers)
+        return
     parent = multiprocessing.parent_process()
     trainer = parent.pid if parent is not None and parent.pid else os.getppid()
     # blocked here, before the worker starts any other thread: every later thread inherits the mask

@@ -14,13 +14,17 @@ a config or data error), is removed again.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from pathlib import Path
 
 from seqvae.training.run_files import LOCK
 from seqvae.training.run_folder import RunFolderError, check_is_folder, describe_os_error
+
+try:
+    import fcntl
+except ImportError:   # Windows: no flock; there one writer per run folder is not enforced
+    fcntl = None
 
 
 class RunLock:
@@ -33,7 +37,7 @@ class RunLock:
         self._created: list[Path] = []   # folders this lock created, deepest first
 
     def __enter__(self) -> "RunLock":
-        if not self.enabled:
+        if not self.enabled or fcntl is None:
             return self
         check_is_folder(self.run_dir)
         self._created = [p for p in (self.run_dir, *self.run_dir.parents) if not p.exists()]
