@@ -326,10 +326,10 @@ def test_a_second_train_on_a_running_run_folder_is_refused(tmp_path, capsys):
         proc.kill()                                         # a lock dies with its process
         proc.wait()
         assert (run / "train.lock").exists()
-        config = (run / "config.yaml").read_bytes()
-        assert cli_main(["train", str(path), "--resume", "train.steps=20"]) == 0
-        assert not (run / "train.lock").exists() and load_checkpoint(run / "checkpoint.pt")["step"] == 20
-        assert config != (run / "config.yaml").read_bytes()   # the resume wrote it (train.steps=20)
+        config, steps = (run / "config.yaml").read_bytes(), load_checkpoint(run / "checkpoint.pt")["step"] + 2
+        assert cli_main(["train", str(path), "--resume", f"train.steps={steps}"]) == 0
+        assert not (run / "train.lock").exists() and load_checkpoint(run / "checkpoint.pt")["step"] == steps
+        assert config != (run / "config.yaml").read_bytes()   # the resume wrote it (train.steps changed)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -354,6 +354,21 @@ def test_the_lock_is_held_for_the_whole_run_and_dropped_at_its_end(tmp_path, mon
     train(_cfg(run), progress=False)
     assert seen == [1, 2, 3, 4, 5, 6] and not (run / "train.lock").exists()
     assert train(_cfg(run, "train.steps=4"), dry_run=True, progress=False) == run   # a dry run writes no lock
+
+
+def test_a_lock_that_cannot_be_written_is_released(tmp_path, monkeypatch, capsys):
+    import errno
+
+    def full(fd, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    run = tmp_path / "run"
+    path = _yaml(tmp_path, run)
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "ftruncate", full)
+        assert cli_main(["train", str(path)]) == 2
+    assert "the disk is full" in capsys.readouterr().err and not run.exists()   # the folder it made is gone
+    assert cli_main(["train", str(path)]) == 0                                   # and no lock stayed behind
 
 
 # --------------------------------------------- 14. splits at start, checkpoint first

@@ -72,11 +72,20 @@ class RunLock:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))
             except FileNotFoundError:
                 same = False
-            if same:
+            except BaseException:
+                os.close(fd)
+                raise
+            if not same:
+                os.close(fd)   # the holder removed the file as we opened it: lock the new one
+                continue
+            try:
                 os.ftruncate(fd, 0)
                 os.write(fd, f"{os.getpid()}\n".encode())
-                return fd
-            os.close(fd)   # the holder removed the file as we opened it: lock the new one
+            except BaseException:   # e.g. a full disk: the file is ours (locked, named by the path); drop both
+                self.path.unlink(missing_ok=True)
+                os.close(fd)
+                raise
+            return fd
 
     @staticmethod
     def _holder(fd: int) -> int | None:
