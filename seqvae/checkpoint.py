@@ -17,9 +17,11 @@ Reading never runs code stored in a file: a checkpoint that holds pickled code o
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickletools
 import re
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -57,12 +59,37 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as err:
+        cause = write_failure(err, path.parent)   # before the temporary file is gone: it fills the disk
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(err, OSError) and err.errno is not None and not isinstance(err.filename, str):
-            raise OSError(err.errno, err.strerror or str(err), str(path)) from err   # say which file (e.g. disk full)
+        if cause is not None:
+            raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from err   # e.g. the disk is full
         raise
     return path
+
+
+LOW_SPACE = 1 << 20   # bytes free below which a failed write is taken for a full disk
+
+
+def write_failure(err: BaseException, folder: Path) -> OSError | None:
+    """The system error behind a failed checkpoint write, or None (not a file system failure).
+
+    ``torch.save`` reports a failed write into a file as its own ``RuntimeError`` ("[enforce
+    fail at inline_container.cc] unexpected pos ..."), which hides the ``OSError`` (e.g.
+    ``ENOSPC``) that the file's ``write`` raised; that error is still its ``__context__``. When
+    torch's error carries none, a disk with (almost) no space left says what happened."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(err, RuntimeError) and "inline_container" in str(err):
+        try:
+            if shutil.disk_usage(folder).free < LOW_SPACE:
+                return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            return None
+    return None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

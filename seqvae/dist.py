@@ -34,6 +34,11 @@ def rank() -> int:
     return dist.get_rank() if is_initialized() else 0
 
 
+def launched_rank() -> int:
+    """This process's rank, also before :func:`init` (from torchrun's ``RANK``; 0 otherwise)."""
+    return rank() if is_initialized() else int(os.environ.get("RANK", "0"))
+
+
 def world() -> int:
     return dist.get_world_size() if is_initialized() else 1
 

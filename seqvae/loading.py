@@ -73,7 +73,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
     if is_export(path):
         tensors, meta, name = read_export(path)
         meta["config"] = apply_overrides(meta["config"], overrides)
-        model, cfg = pretrained.build_from_weights(tensors, meta, device)
+        model, cfg = pretrained.build_from_weights(tensors, meta, device, path)
         return model, cfg, {**meta, "config": cfg.to_dict(), **({"pretrained": name} if name else {})}
     payload = load_checkpoint(path)
     cfg = RunConfig.from_dict(apply_overrides(payload["config"], overrides))

@@ -105,3 +105,33 @@ def test_eval_of_a_pretrained_model_takes_overrides_without_a_checkpoint(tmp_pat
     record = json.loads((folder / "eval.json").read_text())
     assert record["overrides"] == ["data.eval_seq_len=30", "data.num_test=2"] and record["checkpoint"] is None
     assert record["results"]["counts_predicted_frames"] == 28         # the protocol's 2 -> 28 on 30-frame sequences
+
+
+@pytest.mark.parametrize("edit", ["dropped", "added", "resized"])
+def test_an_export_whose_tensors_do_not_fit_its_metadata_is_one_clear_line(shipped, tmp_path, capsys, edit):
+    """A tensor dropped, added or resized (issue 23, item 5): load_model and every command that
+    takes an exported file say so in one line (exit 2), not with load_state_dict's traceback."""
+    from safetensors.torch import load_file, safe_open, save_file
+
+    from seqvae.cli import main
+
+    with safe_open(str(tmp_path / "tiny.safetensors"), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(tmp_path / "tiny.safetensors"))
+    name = next(k for k in sorted(tensors) if tensors[k].dim() == 2)
+    edited = {"dropped": {k: v for k, v in tensors.items() if k != name},
+              "added": {**tensors, "extra.weight": torch.zeros(3)},
+              "resized": {**tensors, name: torch.zeros(tensors[name].shape[0] + 1, tensors[name].shape[1])}}[edit]
+    bad = tmp_path / f"{edit}.safetensors"
+    save_file(edited, str(bad), metadata=metadata)
+    what = {"dropped": f"missing {name}", "added": "unexpected extra.weight", "resized": f"shape of {name}"}[edit]
+    with pytest.raises(pretrained.PretrainedError, match=f"{bad}: its weights do not fit .*{what}"):
+        load_model(bad)
+    for command in (["eval", str(bad)], ["rollout", str(bad), "--index", "0", "--out", str(tmp_path / "r")],
+                    ["plan", f"checkpoint={bad}", "plan.episodes=1", f"out_dir={tmp_path / 'plan'}"]):
+        assert main(command) == 2
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert "Traceback" not in captured.err and len(err.splitlines()) == 1, err
+        assert err.startswith(f"seqvae {command[0]}: error: {bad}: its weights do not fit") and what in err
+    assert not (tmp_path / "plan").exists() and not list(tmp_path.glob("r.*"))

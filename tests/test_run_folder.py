@@ -84,15 +84,19 @@ def test_signal_finishes_the_step_checkpoints_and_exits_128_plus_signal(tmp_path
         assert steps == list(range(1, payload["step"] + 3))
 
 
-def test_ctrl_c_in_a_terminal_with_loader_workers(tmp_path):
-    """A terminal's Ctrl-C reaches the whole process group, DataLoader workers included."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_the_process_group_with_loader_workers(tmp_path, signum):
+    """A terminal's Ctrl-C, or ``kill -TERM -- -PGID``, reaches the whole process group,
+    DataLoader workers included: the same checkpoint, one line and exit status as without."""
     run = tmp_path / "run"
     proc = _launch(tmp_path, run, "-m", "seqvae.cli", "train",
-                   str(_yaml(tmp_path, run, *SLOW_RUN, "train.num_workers=1")))
+                   str(_yaml(tmp_path, run, *SLOW_RUN, "train.num_workers=2")))
     _wait_for_steps(proc, run, 3)
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signum)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in out + err, err
+    assert proc.returncode == 128 + signum and "Traceback" not in out + err, err
+    assert "killed by signal" not in err and "Exception ignored" not in err
+    assert err.strip().splitlines()[-1].startswith(f"seqvae train: {signal.Signals(signum).name}: stopped after step")
     payload = load_checkpoint(run / "checkpoint.pt")
     assert payload["step"] == [r["step"] for r in _lines(run) if r["split"] == "train"][-1]
 
@@ -253,6 +257,118 @@ def test_non_empty_folder_without_a_run_is_refused_unless_forced(tmp_path, capsy
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml.bak", "holiday.png"]
     assert cli_main(["train", str(path), "--force"]) == 0
     assert (run / "holiday.png").read_bytes() == b"png" and (run / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("forced", [False, True])
+def test_a_users_own_config_yaml_is_not_a_run(tmp_path, capsys, forced):
+    """A folder is a seqvae run only if its files say so (issue 23, item 4): a user's
+    config.yaml and a PNG under images/ are refused like any foreign files, and --force keeps them."""
+    run = tmp_path / "mine"
+    (run / "images").mkdir(parents=True)
+    mine = {run / "config.yaml": b"learning_rate: 0.1\nlayers: [64, 64]\n", run / "images" / "cat.png": b"\x89PNG..."}
+    for path, data in mine.items():
+        path.write_bytes(data)
+    path = _yaml(tmp_path, run)
+    for resume in ([], ["--resume"]):
+        assert cli_main(["train", str(path), *resume]) == 2
+        err = capsys.readouterr().err
+        assert "holds no seqvae run" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert ("config.yaml (not seqvae's)" in err and "images/cat.png" in err and "--force" in err) if not resume \
+            else "--resume" in err
+        assert all(p.read_bytes() == data for p, data in mine.items())
+        assert sorted(p.name for p in run.rglob("*")) == ["cat.png", "config.yaml", "images"]   # nothing written
+    if not forced:
+        return
+    assert cli_main(["train", str(path), "--force"]) == 0
+    out = capsys.readouterr().out
+    kept = [p for p in run.iterdir() if p.name.startswith("config.") and p.name != "config.yaml"]
+    assert len(kept) == 1 and kept[0].read_bytes() == mine[run / "config.yaml"] and kept[0].name in out
+    assert (run / "images" / "cat.png").read_bytes() == mine[run / "images" / "cat.png"]
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 6
+
+
+def test_seqvaes_own_files_are_recognised_by_content(tmp_path):
+    from seqvae.training import run_files
+
+    run = tmp_path / "run"
+    train(_cfg(run), progress=False)
+    assert run_files.is_run_config(run / "config.yaml") and run_files.is_metrics_log(run / "metrics.jsonl")
+    assert run_files.is_run_record(run / "run.json")
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 7, "spl')                       # a line a kill cut short is still seqvae's
+    assert run_files.is_metrics_log(run / "metrics.jsonl")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.yaml").write_text("model: {name: resnet}\ntrain: {lr: 0.1}\n")
+    (other / "metrics.jsonl").write_text('{"epoch": 1, "acc": 0.5}\n')
+    (other / "run.json").write_text('{"name": "mine"}')
+    assert not run_files.is_run_config(other / "config.yaml") and not run_files.is_metrics_log(other / "metrics.jsonl")
+    assert run_files.foreign_entries(other) == ["config.yaml (not seqvae's)", "metrics.jsonl (not seqvae's)",
+                                                "run.json (not seqvae's)"]
+
+
+# --------------------------------------------- 15. one writer per run folder (issue 23, item 3)
+def test_a_second_train_on_a_running_run_folder_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    path = _yaml(tmp_path, run, *SLOW_RUN, "train.checkpoint_every=2")
+    proc = _launch(tmp_path, run, "-m", "seqvae.cli", "train", str(path))
+    try:
+        _wait_for_steps(proc, run, 3)
+        while not (run / "checkpoint.pt").exists():
+            time.sleep(0.05)
+        for command in (["train", str(path)], ["train", str(path), "--resume"],
+                        ["train", str(_yaml(tmp_path, run, "train.lr=0.002", name="other.yaml"))]):
+            assert cli_main(command) == 2
+            err = capsys.readouterr().err
+            assert f"{run} is in use: another seqvae train (pid {proc.pid})" in err and "Traceback" not in err
+            assert len(err.strip().splitlines()) == 1
+        assert proc.poll() is None                          # the running run was not disturbed
+        proc.kill()                                         # a lock dies with its process
+        proc.wait()
+        assert (run / "train.lock").exists()
+        config, steps = (run / "config.yaml").read_bytes(), load_checkpoint(run / "checkpoint.pt")["step"] + 2
+        assert cli_main(["train", str(path), "--resume", f"train.steps={steps}"]) == 0
+        assert not (run / "train.lock").exists() and load_checkpoint(run / "checkpoint.pt")["step"] == steps
+        assert config != (run / "config.yaml").read_bytes()   # the resume wrote it (train.steps changed)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_lock_is_held_for_the_whole_run_and_dropped_at_its_end(tmp_path, monkeypatch):
+    import seqvae.training.loop as loop
+    from seqvae.training.run_folder import RunFolderError
+
+    run = tmp_path / "run"
+    seen = []
+    real = loop.periodic_checkpoint
+
+    def checkpoint_and_try_a_second_writer(session, is_last):
+        with pytest.raises(RunFolderError, match=f"pid {os.getpid()}"):   # another open of the lock file conflicts
+            train(_cfg(run), resume=True, progress=False)
+        seen.append(session.step)
+        return real(session, is_last)
+
+    monkeypatch.setattr(loop, "periodic_checkpoint", checkpoint_and_try_a_second_writer)
+    train(_cfg(run), progress=False)
+    assert seen == [1, 2, 3, 4, 5, 6] and not (run / "train.lock").exists()
+    assert train(_cfg(run, "train.steps=4"), dry_run=True, progress=False) == run   # a dry run writes no lock
+
+
+def test_a_lock_that_cannot_be_written_is_released(tmp_path, monkeypatch, capsys):
+    import errno
+
+    def full(fd, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    run = tmp_path / "run"
+    path = _yaml(tmp_path, run)
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "ftruncate", full)
+        assert cli_main(["train", str(path)]) == 2
+    assert "the disk is full" in capsys.readouterr().err and not run.exists()   # the folder it made is gone
+    assert cli_main(["train", str(path)]) == 0                                   # and no lock stayed behind
 
 
 # --------------------------------------------- 14. splits at start, checkpoint first

@@ -4,6 +4,7 @@ the way or a full disk, weights that do not fit, unsafe or empty checkpoint file
 import errno
 import os
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -97,6 +98,64 @@ def test_full_disk_while_checkpointing_is_a_clear_error(tmp_path, monkeypatch, c
     assert not (run / "checkpoint.pt").exists() and not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
+class _FillingDisk:
+    """A file on a disk that fills up after ``room`` bytes: its write raises ENOSPC, as a full disk's does."""
+
+    def __init__(self, handle, room):
+        self.handle, self.room = handle, room
+
+    def write(self, data):
+        size = memoryview(data).nbytes
+        if size > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= size
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+@pytest.mark.parametrize("torch_keeps_the_cause", [True, False])
+def test_disk_filling_up_inside_torch_save_is_a_clear_error(tmp_path, monkeypatch, capsys, torch_keeps_the_cause):
+    """A larger checkpoint fills the disk inside torch's zip writer, which reports its own
+    "[enforce fail at inline_container.cc] unexpected pos" (issue 23, item 2)."""
+    import seqvae.checkpoint as checkpoint_module
+
+    real_save, saves = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        saves.append(obj["step"])
+        if len(saves) == 1:
+            return real_save(obj, f, *args, **kwargs)              # the first checkpoint fits
+        if torch_keeps_the_cause:
+            return real_save(obj, _FillingDisk(f, room=4096), *args, **kwargs)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 832 vs 726")
+
+    monkeypatch.setattr(torch, "save", save)
+    if not torch_keeps_the_cause:   # then the disk's free space tells
+        monkeypatch.setattr(checkpoint_module.shutil, "disk_usage", lambda path: SimpleNamespace(free=4096))
+    run = tmp_path / "run"
+    path = _yaml(tmp_path, f"train.out_dir={run}", "train.steps=6", "train.checkpoint_every=3")
+    assert cli_main(["train", str(path)]) == 2
+    err = _one_clear_line(capsys)
+    assert f"{run / 'checkpoint.pt'}: No space left on device" in err and "the disk is full" in err
+    assert "inline_container" not in err and saves == [3, 6]
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 3          # the previous checkpoint is intact
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_torch_write_error_on_a_disk_with_room_is_not_called_a_full_disk(tmp_path, monkeypatch):
+    def broken(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 832 vs 726")
+
+    monkeypatch.setattr(torch, "save", broken)
+    from seqvae.checkpoint import save_checkpoint
+
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        save_checkpoint(tmp_path / "checkpoint.pt", {"step": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------ 12. shapes on load
 def test_override_that_changes_the_shapes_on_load_is_a_clear_error(tmp_path, capsys):
     run = tmp_path / "run"
@@ -143,3 +202,49 @@ def test_empty_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert cli_main(["train", str(_yaml(tmp_path, f"train.out_dir={tmp_path}")), "--resume"]) == 2
     assert "is empty (0 bytes)" in _one_clear_line(capsys)
     assert (tmp_path / "checkpoint.pt").read_bytes() == b""
+
+
+# ----------------------------------------------- planning and rollout misuse (issue 23, item 6)
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("image") / "run"
+    train(RunConfig.from_dict(apply_overrides(BASE, [f"train.out_dir={run}"])), progress=False)
+    return run
+
+
+ROLLOUT = ["rollout", "--pretrained", "pusher-actions", "--index", "0"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["plan", "pretrained=pusher-actions", "plan.episodes=0"], "plan.episodes and plan.steps must be at least 1"),
+    (["plan", "pretrained=pusher-actions", "plan.episodes=-1"], "plan.episodes and plan.steps must be at least 1"),
+    (["plan", "checkpoint={run}"], "{run} is not an action-conditioned video model"),
+    (["plan", "pretrained=pusher-actions", "device=cuda"], "device=cuda but this machine has no CUDA GPU; use cpu"),
+    (["plan", "pretrained=pusher-actions", "threads=-1"], "threads must be 0 (chosen from measured step times)"),
+    (["plan", "pretrained=pusher-actions", "checkpoint={run}"], "give one model, not both"),
+    ([*ROLLOUT, "--device", "cuda"], "--device=cuda but this machine has no CUDA GPU; use cpu"),
+    (["eval", "{run}", "--device", "cuda"], "--device=cuda but this machine has no CUDA GPU"),
+    (["sample", "{run}", "--device", "cuda"], "--device=cuda but this machine has no CUDA GPU"),
+    (["analyze", "{run}", "--device", "cuda"], "--device=cuda but this machine has no CUDA GPU"),
+    ([*ROLLOUT, "--device", "gpu"], "--device=gpu is not a device; use cpu or cuda"),
+    ([*ROLLOUT, "--horizon", "0"], "--horizon must be at least 1 (the frames to predict), got 0"),
+    ([*ROLLOUT, "--horizon", "-3"], "--horizon must be at least 1 (the frames to predict), got -3"),
+    ([*ROLLOUT, "--start", "-5"], "--start must be 0 or more (the first context frame in the source), got -5"),
+    ([*ROLLOUT, "--samples", "0"], "--samples must be at least 1, got 0"),
+    ([*ROLLOUT, "--actions", "{notes}"], "{notes} is a text file; --actions reads an .npz of arrays with 'actions'"),
+    ([*ROLLOUT, "--actions", "{run}/checkpoint.pt"], "is a torch checkpoint (a model for seqvae eval / rollout"),
+    (["rollout", "--pretrained", "pusher-actions", "--video", "{notes}"], "--video {notes} is not a video seqvae can"),
+    (["rollout", "{run}", "--index", "0"], "holds an image model (conv_vae); rollouts need a video model"),
+])
+def test_planning_and_rollout_misuse_is_one_line_naming_the_input(image_run, tmp_path, monkeypatch, capsys, argv,
+                                                                  message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)   # a CPU-only machine, wherever this runs
+    monkeypatch.chdir(tmp_path)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    fill = {"run": image_run, "notes": notes}
+    argv = [a.format(**fill) for a in argv]
+    assert cli_main(argv) == 2
+    err = _one_clear_line(capsys, argv[0])
+    assert message.format(**fill) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]       # nothing was written

@@ -234,3 +234,37 @@ def test_broken_video_through_the_cli_is_one_line_and_exit_2(tmp_path, capsys):
     assert "Traceback" not in captured.err and len(captured.err.strip().splitlines()) == 1
     assert captured.err.startswith("seqvae train: error: cannot decode video file") and "zero.mp4" in captured.err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_truncated_faststart_mp4_is_skipped_with_the_cache_on_or_off(tmp_path, cache):
+    """The index at the front of a faststart MP4 still lists every frame after the file was cut:
+    demuxing finds them all, decoding does not (issue 23, item 8). skip_broken skips it at once,
+    with the frame cache on or off; without skip_broken it is a clear error naming the file."""
+    root = tmp_path / "videos"
+    root.mkdir()
+    write_video(root / "good.mp4", "libx264", 8, 64, 64, 0, {"crf": "12", "g": "4"})
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        stream.options = {"crf": "12", "g": "6"}
+        for i in range(24):
+            noise = np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(noise, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = whole.read_bytes()
+    (root / "cut.mp4").write_bytes(data[:int(len(data) * 0.98)])
+    assert probe_video(root / "cut.mp4").num_frames == 24                   # demuxing promises every frame
+    cfg = config(root, seq_len=4, skip_broken=True, cache=cache, cache_dir=str(tmp_path / "cache"))
+    with pytest.warns(UserWarning, match=r"skipping video file .*cut\.mp4 decoded to \d+ frames, 24 expected"):
+        ds = VideoFolderDataset(cfg, "train")
+    assert [v.relative for v in ds.videos] == ["good.mp4"] and len(ds) == 2
+    assert all(ds[i]["frames"].shape == (4, 3, 64, 64) for i in range(len(ds)))
+    strict = VideoFolderDataset(config(root, seq_len=4, cache=cache, cache_dir=str(tmp_path / "cache")), "train")
+    cut = [i for i in range(len(strict)) if strict.clip_info(i)[0].name == "cut.mp4"]
+    with pytest.raises(VideoDecodeError, match="cut.mp4"):
+        for i in cut:
+            strict[i]

@@ -32,11 +32,13 @@ import torch
 
 from seqvae import pretrained, registry
 from seqvae.build import build_data
+from seqvae.cli import USER_ERRORS, user_message
 from seqvae.cli.plan import load_plan_config
 from seqvae.control.harness import describe_protocol, evaluate_planning
 from seqvae.evaluation.video import evaluate_video
 from seqvae.io import atomic_write_text
 from seqvae.loading import load_model, model_source
+from seqvae.models.base import is_video_model
 from seqvae.worlds.pusher.motion import ObjectMotionMetric
 
 
@@ -116,6 +118,8 @@ def rewrite_card(card: Path, section: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and evaluate; an error the user can fix (a missing, crafted or
+    damaged file, a model this tool does not evaluate) is one line and exit status 2, as in seqvae."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", nargs="?", default="", help="a run folder or checkpoint (or --pretrained)")
     parser.add_argument("--pretrained", default="", help="a shipped model by name")
@@ -126,13 +130,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", default="", help="also render planning episodes and write figures.json here")
     parser.add_argument("--write-card-figures", action="store_true", help="store the figures beside the shipped model")
     args = parser.parse_args(argv)
-    torch.manual_seed(0)
     try:
-        source = model_source(args.checkpoint, args.pretrained)
-        model, cfg, payload = load_model(source)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"evaluate_pretrained: error: {err}", file=sys.stderr)
+        return evaluate(args)
+    except USER_ERRORS as err:
+        print(f"evaluate_pretrained: error: {user_message(err)}", file=sys.stderr)
         return 2
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    if args.write_card_figures and not args.pretrained:
+        raise ValueError("--write-card-figures needs --pretrained NAME")
+    torch.manual_seed(0)
+    source = model_source(args.checkpoint, args.pretrained)
+    model, cfg, payload = load_model(source)
+    if not is_video_model(model) or cfg.data.name != "pusher":
+        raise ValueError(f"{source} holds a {cfg.model.name} model of data set {cfg.data.name!r}; this tool evaluates "
+                         "video models of the pusher world (seqvae eval evaluates any run)")
     conditioned = bool(model.action_dim)
     sequences = args.sequences or (64 if conditioned else 32)
     figures = {"model": source, "step": payload["step"], "data_seed": cfg.data.seed, "test_split": "test",
@@ -145,9 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     if out_dir:
         atomic_write_text(out_dir / "figures.json", json.dumps(figures, indent=2) + "\n")
     if args.write_card_figures:
-        if not args.pretrained:
-            print("evaluate_pretrained: --write-card-figures needs --pretrained NAME", file=sys.stderr)
-            return 2
         entry = pretrained.info(args.pretrained)
         path = pretrained.HERE / entry.file.replace(".safetensors", ".figures.json")
         atomic_write_text(path, json.dumps(figures, indent=2) + "\n")

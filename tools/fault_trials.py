@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Fault trials for issue 11: what a kill, a signal or a damaged data file costs.
+"""Fault trials for issues 11 and 23: what a kill, a signal, a full disk, a second writer, a
+foreign folder, a damaged data or weights file, or a misused command costs.
 
-    OMP_NUM_THREADS=1 python tools/fault_trials.py                 # 20 kills, 3 signals each, 320 records
+    OMP_NUM_THREADS=1 python tools/fault_trials.py                 # 20 kills, 3 signals each, 320 records, ...
     python tools/fault_trials.py --kills 5 --signals 1 --mutations 60 --seed 1
+    python tools/fault_trials.py --cases new --trials 2              # only issue 23's cases
 
 (a) **kill -9**: a tiny training run (shapes + conv_vae, fp32, one thread) is started as
     ``python -m seqvae.cli train`` and killed with SIGKILL at a random moment of its
@@ -23,12 +25,34 @@
     tracebacks (any other exception; 0), silent NaNs (a non-finite value handed out; 0)
     and silently altered items (0).
 
+Issue 23's cases (``--cases new`` runs only these; ``--trials`` sets their counts):
+
+(d) **SIGINT / SIGTERM to the process group** of a run with two DataLoader workers (a
+    terminal's Ctrl-C, ``kill -TERM -- -PGID``): exit status, steps lost, tracebacks, worker
+    death messages, workers outliving the trainer (all 0), then ``--resume``.
+(e) **a disk that fills up** inside ``torch.save`` after the first checkpoint fitted: on a real
+    3 MB tmpfs where the process may mount one, and simulated (the file's writes fail with
+    ENOSPC) always: one line saying the disk is full, exit 2, the first checkpoint kept.
+(f) **two writers**: a second ``seqvae train`` (the same command, another run, ``--resume``)
+    on the folder of a running run: refused in one line naming its pid; the first run goes on
+    and its ``metrics.jsonl`` stays its own history.
+(g) **foreign folders**: the user's own ``config.yaml``, ``metrics.jsonl``, ``run.json``,
+    ``index.html``, a PNG under ``images/``: refused with every byte intact; with ``--force``
+    trained with every one of the user's files still there.
+(h) **bad exports**: the shipped action model's ``.safetensors`` with a tensor dropped, added
+    or resized, through ``load_model``, ``seqvae eval``, ``rollout`` and ``plan``.
+(i) **misuse**: planning, rollout and ``--device`` misuse, ``tools/evaluate_pretrained.py`` on
+    crafted runs: one line naming the input, exit 2.
+(j) **BAIR strict mode with workers** and one corrupt record: the one line and exit 2, nothing
+    printed after it.
+
 Everything runs in a temporary folder, removed afterwards. It prints one table.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import gc
 import io
 import json
@@ -75,10 +99,14 @@ def write_config(folder: Path, run: Path) -> Path:
     return path
 
 
-def launch(config: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "seqvae.cli", "train", str(config)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def launch(config: Path, *args: str, session: bool = False) -> subprocess.Popen:
+    """``seqvae train CONFIG ARGS`` in the background (``session``: as the leader of its own
+    process group, as a shell's job is, so that a signal can reach the whole group)."""
+    return subprocess.Popen([sys.executable, "-m", "seqvae.cli", "train", str(config), *args], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=session)
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> float:
@@ -331,24 +359,380 @@ def cli_outcome(folder: Path, root: Path) -> tuple[str, list[str]]:
     return ("read" if code == 0 else f"exit {code}"), problems
 
 
+# ------------------------------------------------------------------ issue 23: the cases that broke
+def stderr_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def quiet_cli(argv: list[str]) -> tuple[int | str, str]:
+    """``seqvae ARGV`` in this process: its exit status (or the exception that escaped) and stderr."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            code: int | str = cli_main(argv)
+    except Exception as exc:  # noqa: BLE001 - reaches a user as a traceback
+        code = f"traceback ({type(exc).__name__}: {str(exc)[:60]})"
+    return code, err.getvalue()
+
+
+def one_line_refusal(code: int | str, err: str) -> bool:
+    return code == 2 and len(stderr_lines(err)) == 1 and "Traceback" not in err
+
+
+def group_signal_trials(n: int, folder: Path, rng: random.Random) -> list[dict]:
+    """(d) SIGINT / SIGTERM to the whole process group of a run with two DataLoader workers."""
+    rows = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        name = signal.Signals(signum).name
+        for i in range(n):
+            run = folder / f"group_{name.lower()}{i}"
+            config = write_config(folder, run)
+            proc = launch(config, "train.num_workers=2", "train.steps=100000", session=True)
+            wait_for(run / "metrics.jsonl", proc)
+            target = rng.randint(3, 60)
+            while proc.poll() is None and len(train_lines(run)) < target:
+                time.sleep(0.005)
+            os.killpg(proc.pid, signum)
+            _, err = proc.communicate(timeout=120)
+            time.sleep(0.5)
+            try:
+                os.killpg(proc.pid, 0)
+                left_behind = True            # a worker outlived its trainer
+            except ProcessLookupError:
+                left_behind = False
+            done = train_lines(run)[-1]["step"]
+            ckpt_step = load_checkpoint(run / "checkpoint.pt")["step"]
+            code, _ = quiet_cli(["train", str(config), "--resume", f"train.steps={ckpt_step + 3}"])
+            noise = "killed by signal" in err or "Exception ignored" in err
+            rows.append({"signal": name, "exit": proc.returncode, "lost": done - ckpt_step,
+                         "traceback": "Traceback" in err, "noise": noise,
+                         "left_behind": left_behind, "last_line": (stderr_lines(err) or [""])[-1], "resume_code": code})
+    return rows
+
+
+class FillingDisk:
+    """A file on a disk that fills up after ``room`` bytes (its write raises ENOSPC)."""
+
+    def __init__(self, handle, room: int) -> None:
+        self.handle, self.room = handle, room
+
+    def write(self, data) -> int:
+        size = memoryview(data).nbytes
+        if size > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= size
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+def full_disk_trials(folder: Path) -> list[dict]:
+    """(e) A disk that fills up while a checkpoint is written, after the first checkpoint fitted:
+    a real 3 MB tmpfs when this process may mount one, and torch.save writing into a file
+    whose disk fills up (simulated) in any case."""
+    rows = []
+    mount = folder / "tmpfs"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                             capture_output=True).returncode == 0
+    if mounted:
+        try:
+            run = mount / "run"
+            proc = launch(write_config(folder, run), "model.base_channels=24", "train.steps=40")   # ~2.3 MB each
+            _, err = proc.communicate(timeout=300)
+            rows.append(disk_row("3 MB tmpfs, ~2.3 MB checkpoints", proc.returncode, err, run))
+        finally:
+            subprocess.run(["umount", str(mount)], capture_output=True)
+    run = folder / "simulated_disk"
+    real_save, saves = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        saves.append(obj["step"])
+        return real_save(obj, f if len(saves) == 1 else FillingDisk(f, room=4096), *args, **kwargs)
+
+    torch.save = save
+    try:
+        code, err = quiet_cli(["train", str(write_config(folder, run)), "train.steps=40"])
+    finally:
+        torch.save = real_save
+    rows.append(disk_row("simulated (torch.save's writes fail with ENOSPC)", code, err, run))
+    return rows
+
+
+def disk_row(mode: str, code, err: str, run: Path) -> dict:
+    try:
+        kept = load_checkpoint(run / "checkpoint.pt")["step"]
+    except (CheckpointError, FileNotFoundError):
+        kept = None
+    return {"mode": mode, "exit": code, "one_line": one_line_refusal(code, err), "disk_full": "the disk is full" in err,
+            "kept_step": kept, "tmp_left": len(temporaries(run)), "last_line": (stderr_lines(err) or [""])[-1]}
+
+
+WRITER_MODES = {"the same command twice": [], "another run (lr 2e-3)": ["train.lr=0.002"],
+                "--resume beside it": ["--resume"]}
+
+
+def writer_trials(n: int, folder: Path) -> list[dict]:
+    """(f) A second ``seqvae train`` on the run folder of a running one."""
+    rows = []
+    for mode, extra in WRITER_MODES.items():
+        for i in range(n):
+            run = folder / f"writers_{len(rows)}"
+            config = write_config(folder, run)
+            first = launch(config, "train.steps=100000")
+            wait_for(run / "checkpoint.pt", first)
+            second = subprocess.run([sys.executable, "-m", "seqvae.cli", "train", str(config), *extra], env=ENV,
+                                    capture_output=True, text=True, timeout=300)
+            undisturbed = first.poll() is None
+            first.send_signal(signal.SIGINT)
+            first.communicate(timeout=120)
+            lines = train_lines(run)
+            rows.append({"mode": mode, "refused": one_line_refusal(second.returncode, second.stderr)
+                         and f"(pid {first.pid})" in second.stderr, "undisturbed": undisturbed,
+                         "first_exit": first.returncode,
+                         "one_history": [r["step"] for r in lines] == list(range(1, len(lines) + 1))
+                         and {r["lr"] for r in lines} == {1e-3},
+                         "last_line": (stderr_lines(second.stderr) or [""])[-1]})
+    return rows
+
+
+FOREIGN = {
+    "own config.yaml + images/photo.png": {"config.yaml": b"learning_rate: 0.1\nlayers: [64, 64]\n",
+                                            "images/photo.png": b"\x89PNG\r\n\x1a\n my photo"},
+    "another tool's metrics.jsonl": {"metrics.jsonl": b'{"epoch": 1, "acc": 0.5}\n'},
+    "own run.json + index.html": {"run.json": b'{"name": "mine"}', "index.html": b"<html>my page</html>"},
+    "seqvae-looking config.yaml without names": {"config.yaml": b"data: {}\nmodel: {}\nlikelihood: {}\ntrain: {}\n"},
+}
+
+
+def foreign_folder_trials(folder: Path) -> list[dict]:
+    """(g) A folder of the user's own files, some named like seqvae's: refused, every byte kept;
+    with --force trained, every file of the user's still in the folder."""
+    rows = []
+    for i, (what, files) in enumerate(FOREIGN.items()):
+        run = folder / f"foreign{i}"
+        for name, data in files.items():
+            (run / name).parent.mkdir(parents=True, exist_ok=True)
+            (run / name).write_bytes(data)
+        config = write_config(folder, run)
+        code, err = quiet_cli(["train", str(config), "train.steps=3"])
+        intact = all((run / name).read_bytes() == data for name, data in files.items())
+        untouched = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()) == sorted(files)
+        forced, _ = quiet_cli(["train", str(config), "train.steps=3", "--force"])
+        contents = [p.read_bytes() for p in run.rglob("*") if p.is_file()]
+        rows.append({"what": what, "refused": one_line_refusal(code, err) and "holds no seqvae run" in err,
+                     "intact": intact and untouched, "forced_exit": forced,
+                     "kept_when_forced": all(data in contents for data in files.values())})
+    return rows
+
+
+def bad_export_trials(folder: Path) -> list[dict]:
+    """(h) The shipped action model's .safetensors with a tensor dropped, added or resized,
+    through load_model, seqvae eval, rollout and plan."""
+    from safetensors.torch import load_file, safe_open, save_file
+
+    from seqvae import pretrained
+    from seqvae.loading import load_model
+
+    source = pretrained.HERE / pretrained.info("pusher-actions").file
+    with safe_open(str(source), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(source))
+    name = next(k for k in sorted(tensors) if tensors[k].dim() == 2)
+    edits = {"a tensor dropped": {k: v for k, v in tensors.items() if k != name},
+             "a tensor added": {**tensors, "extra.weight": torch.zeros(3)},
+             "a tensor resized": {**tensors, name: torch.zeros(tensors[name].shape[0] + 1, tensors[name].shape[1])}}
+    rows = []
+    for what, edited in edits.items():
+        path = folder / f"edited_{len(rows)}.safetensors"
+        save_file(edited, str(path), metadata=metadata)
+        try:
+            load_model(path)
+            api = "loaded"
+        except pretrained.PretrainedError as err:
+            api = "clear" if "do not fit" in str(err) else "other"
+        except Exception as err:  # noqa: BLE001
+            api = f"traceback ({type(err).__name__})"
+        outcomes = {}
+        for command in (["eval", str(path)], ["rollout", str(path), "--index", "0", "--out", str(folder / "ro")],
+                        ["plan", f"checkpoint={path}", "plan.episodes=1", f"out_dir={folder / 'plan'}"]):
+            code, err = quiet_cli(command)
+            outcomes[command[0]] = one_line_refusal(code, err) and "do not fit" in err
+        rows.append({"what": what, "load_model": api, **outcomes})
+    return rows
+
+
+def misuse_trials(folder: Path) -> list[dict]:
+    """(i) Planning, rollout and device misuse, and tools/evaluate_pretrained.py on crafted runs:
+    each must be one line naming the input, exit 2."""
+    image_run = folder / "image_run"
+    quiet_cli(["train", str(write_config(folder, image_run)), "train.steps=2"])
+    notes = folder / "notes.txt"
+    notes.write_text("my notes\n")
+    rollout = ["rollout", "--pretrained", "pusher-actions", "--index", "0", "--out", str(folder / "misuse")]
+    cases = {
+        "plan plan.episodes=0": ["plan", "pretrained=pusher-actions", "plan.episodes=0"],
+        "plan plan.episodes=-1": ["plan", "pretrained=pusher-actions", "plan.episodes=-1"],
+        "plan checkpoint=<image run>": ["plan", f"checkpoint={image_run}"],
+        "plan threads=-1": ["plan", "pretrained=pusher-actions", "threads=-1"],
+        "rollout --horizon 0": [*rollout, "--horizon", "0"],
+        "rollout --horizon -3": [*rollout, "--horizon", "-3"],
+        "rollout --start -5": [*rollout, "--start", "-5"],
+        "rollout --samples 0": [*rollout, "--samples", "0"],
+        "rollout --actions <text file>": [*rollout, "--actions", str(notes)],
+        "rollout --actions <checkpoint>": [*rollout, "--actions", str(image_run / "checkpoint.pt")],
+        "rollout --video <text file>": [*rollout[:3], "--video", str(notes)],
+        "rollout <image run>": ["rollout", str(image_run), "--index", "0"],
+        "rollout --device gpu": [*rollout, "--device", "gpu"],
+    }
+    if not torch.cuda.is_available():   # cuda where there is none
+        cases.update({f"{c} --device cuda": [c, str(image_run), "--device", "cuda"]
+                      for c in ("eval", "sample", "analyze")})
+        cases["rollout --device cuda"] = [*rollout, "--device", "cuda"]
+        cases["plan device=cuda"] = ["plan", "pretrained=pusher-actions", "device=cuda"]
+    rows = []
+    for what, argv in cases.items():
+        code, err = quiet_cli(argv)
+        rows.append({"what": what, "ok": one_line_refusal(code, err), "outcome": code,
+                     "last_line": (stderr_lines(err) or [""])[-1]})
+    crafted = folder / "crafted_run"
+    crafted.mkdir()
+    torch.save({"format": "seqvae", "version": 1, "step": 0, "model": {}, "config": CraftedCode(folder / "ran")},
+               crafted / "checkpoint.pt")
+    (folder / "empty.pt").write_bytes(b"")
+    for what, target in (("evaluate_pretrained <crafted run>", crafted), ("evaluate_pretrained <empty .pt>",
+                                                                          folder / "empty.pt"),
+                         ("evaluate_pretrained <image run>", image_run)):
+        done = subprocess.run([sys.executable, str(REPO / "tools" / "evaluate_pretrained.py"), str(target),
+                               "--episodes", "0"], env=ENV, capture_output=True, text=True, timeout=300)
+        rows.append({"what": what, "ok": one_line_refusal(done.returncode, done.stderr)
+                     and not (folder / "ran").exists(), "outcome": done.returncode,
+                     "last_line": (stderr_lines(done.stderr) or [""])[-1]})
+    return rows
+
+
+class CraftedCode:
+    """A pickled object that would run a command when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def bair_worker_trials(n: int, folder: Path) -> list[dict]:
+    """(j) BAIR strict mode, two DataLoader workers, one record failing its CRC: the one line and
+    exit 2, and nothing after it (no worker killed at exit)."""
+    seqs = base_sequences()
+    root = folder / "bair_workers"
+    for split in ("train", "test"):
+        (root / "softmotion30_44k" / split).mkdir(parents=True)
+        write_bair_records(root / "softmotion30_44k" / split / "traj_0_to_2.tfrecords", seqs["frames"],
+                           seqs["actions"], seqs["eef"])
+    damaged = root / "softmotion30_44k" / "train" / "traj_0_to_2.tfrecords"
+    data = bytearray(damaged.read_bytes())
+    data[scan_tfrecord_bytes(bytes(data))[1] + 5000] ^= 0xFF      # inside record 1's data: its CRC fails
+    damaged.write_bytes(bytes(data))
+    cli_outcome(folder, root)                                       # writes root/cfg.yaml (num_workers 0)
+    rows = []
+    for i in range(n):
+        shutil.rmtree(root / "run", ignore_errors=True)
+        done = subprocess.run([sys.executable, "-m", "seqvae.cli", "train", str(root / "cfg.yaml"),
+                               "train.num_workers=2", "train.steps=20"], env=ENV, capture_output=True, text=True,
+                              timeout=300)
+        rows.append({"exit": done.returncode, "one_line": one_line_refusal(done.returncode, done.stderr),
+                     "noise": "Exception ignored" in done.stderr or "killed by signal" in done.stderr,
+                     "last_line": (stderr_lines(done.stderr) or [""])[-1]})
+    return rows
+
+
+def report_issue23(group, disks, writers, foreign, exports, misuse, bair) -> None:
+    for name in ("SIGINT", "SIGTERM"):
+        rows = [r for r in group if r["signal"] == name]
+        if rows:
+            print(f"| {name} to the process group, 2 DataLoader workers | {len(rows)} | exit codes "
+                  f"{sorted(set(r['exit'] for r in rows))}; steps lost {sorted(set(r['lost'] for r in rows))}; "
+                  f"tracebacks {sum(r['traceback'] for r in rows)}; worker-death messages "
+                  f"{sum(r['noise'] for r in rows)}; workers left behind {sum(r['left_behind'] for r in rows)}; "
+                  f"resumed with exit 0: {sum(r['resume_code'] == 0 for r in rows)}/{len(rows)} |")
+    if group:
+        print(f"| (last line printed) | | `{group[-1]['last_line']}` |")
+    for r in disks:
+        print(f"| disk full during a checkpoint: {r['mode']} | 1 | exit {r['exit']}; one line {r['one_line']}; "
+              f"says the disk is full {r['disk_full']}; checkpoint kept at step {r['kept_step']} "
+              f"(the first, {CHECKPOINT_EVERY}); temporary files left {r['tmp_left']} |")
+    if disks:
+        print(f"| (last line printed) | | `{disks[-1]['last_line']}` |")
+    for mode in WRITER_MODES:
+        rows = [r for r in writers if r["mode"] == mode]
+        if rows:
+            print(f"| second train on a running run: {mode} | {len(rows)} | refused in one line naming the pid "
+                  f"{sum(r['refused'] for r in rows)}/{len(rows)}; first run undisturbed "
+                  f"{sum(r['undisturbed'] for r in rows)}/{len(rows)}, its exit codes "
+                  f"{sorted(set(r['first_exit'] for r in rows))}; metrics one run's history "
+                  f"{sum(r['one_history'] for r in rows)}/{len(rows)} |")
+    if writers:
+        print(f"| (last line printed) | | `{writers[-1]['last_line']}` |")
+    for r in foreign:
+        print(f"| foreign folder: {r['what']} | 1 | refused in one line {r['refused']}; every byte intact "
+              f"{r['intact']}; --force exit {r['forced_exit']}, the user's files kept {r['kept_when_forced']} |")
+    for r in exports:
+        print(f"| exported .safetensors with {r['what']} | 1 | load_model: {r['load_model']}; one line, exit 2: "
+              f"eval {r['eval']}, rollout {r['rollout']}, plan {r['plan']} |")
+    if misuse:
+        bad = [r for r in misuse if not r["ok"]]
+        print(f"| planning / rollout / device misuse, evaluate_pretrained on crafted runs | {len(misuse)} | one line "
+              f"and exit 2: {len(misuse) - len(bad)}/{len(misuse)}"
+              + (f"; not: {', '.join(r['what'] + ' (' + str(r['outcome']) + ')' for r in bad)}" if bad else "") + " |")
+    if bair:
+        print(f"| BAIR strict mode, 2 workers, one corrupt record | {len(bair)} | exit codes "
+              f"{sorted(set(r['exit'] for r in bair))}; one line {sum(r['one_line'] for r in bair)}/{len(bair)}; "
+              f"worker-death messages after it {sum(r['noise'] for r in bair)} |")
+        print(f"| (last line printed) | | `{bair[-1]['last_line'][:160]}` |")
+
+
 # ------------------------------------------------------------------ report
+CASES = ("kills", "signals", "records", "group-signals", "full-disk", "writers", "foreign", "exports", "misuse",
+         "bair-workers")
+ISSUE_23 = CASES[3:]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=20, help="kill -9 trials")
     p.add_argument("--signals", type=int, default=3, help="trials per signal (SIGINT, SIGTERM)")
     p.add_argument("--mutations", type=int, default=320, help="damaged TFRecord files")
     p.add_argument("--cli-every", type=int, default=16, help="also run `seqvae train` on every N-th damaged file")
+    p.add_argument("--trials", type=int, default=3, help="issue 23 cases: trials per signal to the process group, "
+                                                         "per second-writer mode, and BAIR runs with workers")
+    p.add_argument("--cases", default="all", help=f"comma-separated, of {', '.join(CASES)}; 'all', or 'new' "
+                                                  f"(issue 23: {', '.join(ISSUE_23)})")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    chosen = set(CASES if args.cases == "all" else ISSUE_23 if args.cases == "new" else args.cases.split(","))
+    if chosen - set(CASES):
+        p.error(f"unknown cases {', '.join(sorted(chosen - set(CASES)))}; choose from {', '.join(CASES)}")
     rng = random.Random(args.seed)
     torch.set_num_threads(1)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fault_trials_") as tmp:
         folder = Path(tmp)
-        reference, window = reference_run(folder)
-        kills = kill_trials(args.kills, folder, rng, reference, window)
-        signals = signal_trials(args.signals, folder, rng, reference)
-        records = record_trials(args.mutations, folder, rng, args.cli_every)
+        kills = signals = records = []
+        if chosen & {"kills", "signals"}:
+            reference, window = reference_run(folder)
+            kills = kill_trials(args.kills, folder, rng, reference, window) if "kills" in chosen else []
+            signals = signal_trials(args.signals, folder, rng, reference) if "signals" in chosen else []
+        records = record_trials(args.mutations, folder, rng, args.cli_every) if "records" in chosen else []
+        group = group_signal_trials(args.trials, folder, rng) if "group-signals" in chosen else []
+        disks = full_disk_trials(folder) if "full-disk" in chosen else []
+        writers = writer_trials(args.trials, folder) if "writers" in chosen else []
+        foreign = foreign_folder_trials(folder) if "foreign" in chosen else []
+        exports = bad_export_trials(folder) if "exports" in chosen else []
+        misuse = misuse_trials(folder) if "misuse" in chosen else []
+        bair = bair_worker_trials(args.trials, folder) if "bair-workers" in chosen else []
     print(f"\nfault trials (seed {args.seed}, {time.monotonic() - t0:.0f} s): tiny run of {STEPS} steps, "
           f"checkpoint every {CHECKPOINT_EVERY}\n")
     print("| trial | count | result |")
@@ -390,6 +774,7 @@ def main() -> None:
             print(f"| · {kind} | {len(mine)} | {shown} |")
         for o in sorted(set(tracebacks))[:5]:
             print(f"| traceback | | {o} |")
+    report_issue23(group, disks, writers, foreign, exports, misuse, bair)
 
 
 if __name__ == "__main__":

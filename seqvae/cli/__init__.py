@@ -25,6 +25,7 @@ import sys
 
 from seqvae.checkpoint import CheckpointError
 from seqvae.cli import analyze, demo, evaluate, plan, play, render, report, rollout, sample, train
+from seqvae.cli.common import check_device
 from seqvae.config import ConfigError
 from seqvae.data.video_decoding import VideoDecodeError
 from seqvae.training.interrupt import TrainingInterrupted
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)   # what was run, for records such as eval.json
     try:
+        if isinstance(getattr(args, "device", None), str):   # --device cuda without a GPU: one line, not torch's
+            check_device(args.device)
         args.func(args)
     except TrainingInterrupted as stop:   # Ctrl-C / SIGTERM during training: where to resume from
         if not stop.quiet:

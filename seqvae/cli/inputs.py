@@ -20,7 +20,7 @@ def what_file_is(path: Path) -> str | None:
     if head.startswith(b"PK") and zipfile.is_zipfile(path):
         names = zipfile.ZipFile(path).namelist()
         if any(n.endswith("data.pkl") for n in names):
-            return "a torch checkpoint (use it with seqvae eval / rollout, not as frames)"
+            return "a torch checkpoint (a model for seqvae eval / rollout, not input arrays)"
         return None                                    # a zip: perhaps an .npz after all
     if head[4:8] == b"ftyp" or head.startswith((b"\x1aE\xdf\xa3", b"RIFF")):
         return "a video (pass it to seqvae rollout --video, or decode it into an .npz first)"
@@ -33,21 +33,25 @@ def what_file_is(path: Path) -> str | None:
         return None
 
 
-def load_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` (never unpickled); a clear error for anything else."""
+FRAMES_NPZ = "an .npz of arrays with 'frames' uint8 [N, T, C, H, W] (as seqvae rollout writes)"
+ACTIONS_NPZ = "an .npz of arrays with 'actions' [K, horizon, A] or [horizon, A] (and optionally 'context_actions')"
+
+
+def load_npz(path: str | Path, expected: str = FRAMES_NPZ, flag: str = "this command") -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` (never unpickled); a clear error for anything else, saying
+    what ``flag`` (e.g. ``--actions``) takes: ``expected``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     kind = what_file_is(path)
     if kind is not None:
-        raise ValueError(f"{path} is {kind}; this command reads an .npz of arrays, e.g. 'frames' "
-                         "uint8 [N, T, C, H, W] (as seqvae rollout writes)")
+        raise ValueError(f"{path} is {kind}; {flag} reads {expected}")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except (ValueError, OSError) as err:
-        raise ValueError(f"{path} is not a readable .npz of arrays ({type(err).__name__}); this command reads "
-                         "an .npz with 'frames' uint8 [N, T, C, H, W] (as seqvae rollout writes)") from None
+        raise ValueError(f"{path} is not a readable .npz of arrays ({type(err).__name__}); {flag} reads "
+                         f"{expected}") from None
 
 
 def frames_to_model_layout(frames: np.ndarray, chw: tuple[int, int, int], source: str) -> torch.Tensor:
@@ -74,9 +78,10 @@ def frames_to_model_layout(frames: np.ndarray, chw: tuple[int, int, int], source
 def load_actions(path: str | Path, action_dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``actions`` ``[K, horizon, A]`` or ``[horizon, A]`` (-> K = 1) and the optional
     ``context_actions`` ``[n_ctx - 1, A]`` from an ``.npz``."""
-    data = load_npz(path)
+    data = load_npz(path, ACTIONS_NPZ, "--actions")
     if "actions" not in data:
-        raise ValueError(f"{path} has no 'actions' array (keys: {', '.join(data) or 'none'})")
+        raise ValueError(f"{path} has no 'actions' array (keys: {', '.join(data) or 'none'}); --actions reads "
+                         f"{ACTIONS_NPZ}")
     acts = torch.as_tensor(np.asarray(data["actions"], dtype=np.float32))
     if acts.dim() == 2:
         acts = acts[None]

@@ -89,6 +89,10 @@ def run(args: argparse.Namespace) -> dict:
         config, overrides = None, [config, *overrides]
     cfg = load_plan_config(config, overrides)
     check_device(cfg.device, "device")
+    if cfg.checkpoint and cfg.pretrained:
+        raise ConfigError(f"checkpoint={cfg.checkpoint} and pretrained={cfg.pretrained}: give one model, not both")
+    if cfg.threads < 0:
+        raise ConfigError(f"threads must be 0 (chosen from measured step times) or more, got {cfg.threads}")
     world = registry.world(cfg.world)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)

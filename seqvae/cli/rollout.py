@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> None:
     sources = [s for s in (args.index is not None, bool(args.npz), bool(args.video)) if s]
     if len(sources) != 1:
         raise ValueError("give exactly one context source: --index I (test split), --npz FILE or --video FILE")
+    check_arguments(args)
     for f in (args.npz, args.video, args.actions):
         if f and not Path(f).is_file():
             raise FileNotFoundError(f"no such file: {f}")
@@ -53,13 +54,13 @@ def run(args: argparse.Namespace) -> None:
         recorded = item.get("actions")
         source = f"test sequence {args.index}"
     elif args.npz:
-        data = load_npz(args.npz)
+        data = load_npz(args.npz, flag="--npz")
         if "frames" not in data:
             raise ValueError(f"{args.npz} has no 'frames' array (keys: {', '.join(data) or 'none'})")
         video = frames_to_model_layout(data["frames"], chw, args.npz)
         source = Path(args.npz).name
     else:
-        video = frames_to_model_layout(render.read_video(args.video, max_frames=args.start + n_ctx), chw, args.video)
+        video = frames_to_model_layout(read_context_video(args.video, args.start + n_ctx), chw, args.video)
         source = Path(args.video).name
     if video.shape[0] < args.start + n_ctx:
         raise ValueError(f"{source} has {video.shape[0]} frames; need --start {args.start} + {n_ctx} context frames")
@@ -121,6 +122,35 @@ def run(args: argparse.Namespace) -> None:
     print(f"wrote {prefix.with_suffix('.npz')} (frames {tuple(frames.shape)}) and {mp4}")
 
 
+def read_context_video(path: str, frames: int) -> np.ndarray:
+    """The first ``frames`` frames of ``--video``; a file FFmpeg cannot read is a clear error."""
+    import av
+
+    from seqvae import render
+
+    try:
+        return render.read_video(path, max_frames=frames)
+    except av.error.FFmpegError as err:   # not a video FFmpeg can decode (PyAV's errors carry an FFmpeg errno)
+        raise ValueError(f"--video {path} is not a video seqvae can read ({err.strerror or err}); give an MP4, GIF, "
+                         "WebM ... file, or its frames as an .npz with --npz") from None
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Numbers the rollout cannot run with, refused before the model loads (each names its flag)."""
+    if args.horizon is not None and args.horizon < 1:
+        raise ValueError(f"--horizon must be at least 1 (the frames to predict), got {args.horizon}; leave it out to "
+                         "predict as many frames as the actions cover (else the model's n_eval)")
+    if args.start < 0:
+        raise ValueError(f"--start must be 0 or more (the first context frame in the source), got {args.start}")
+    if args.context < 0:
+        raise ValueError(f"--context must be at least 1 (or 0: the model's n_past), got {args.context}")
+    for flag, value in (("--samples", args.samples), ("--scale", args.scale)):
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    if not args.fps > 0:
+        raise ValueError(f"--fps must be more than 0, got {args.fps}")
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("rollout", help="predict futures of a video model from context frames (and actions)")
     add_model_arguments(p)
@@ -132,7 +162,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--context", type=int, default=0, help="context frames (0: the model's n_past)")
     p.add_argument("--actions", default="", help=".npz with 'actions' [K, horizon, A] or [horizon, A] "
                                                  "(optional 'context_actions' [n_ctx - 1, A]; default zeros)")
-    p.add_argument("--horizon", type=int, default=0, help="predicted frames (default: from the actions, else n_eval)")
+    p.add_argument("--horizon", type=int, default=None,
+                   help="predicted frames, at least 1 (default: from the actions, else n_eval)")
     p.add_argument("--samples", type=int, default=4, help="futures per candidate")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent samples")
     p.add_argument("--out", default="", help="output prefix: PREFIX.npz and PREFIX.mp4")

@@ -11,11 +11,12 @@ it is told the epoch through ``set_epoch`` and, on resume, restarts the epoch in
 """
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+
+from seqvae.data.worker_signals import leave_signals_to_trainer
 
 
 class EpochSampler(Sampler[int]):
@@ -37,15 +38,6 @@ class EpochSampler(Sampler[int]):
         return len(self.indices())
 
 
-
-def ignore_in_worker(worker_id: int = 0) -> None:
-    """``worker_init_fn`` of training DataLoaders: a worker ignores SIGINT (a Ctrl-C reaches
-    the whole process group; the main process finishes its step and stops the workers).
-    SIGTERM gets its default action back (a forked worker inherits the trainer's handler):
-    it is how multiprocessing terminates a worker."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
 def batch_stream(dataset: Dataset, batch_size: int, seed: int, rank: int = 0, world: int = 1,
                  num_workers: int = 0, start_step: int = 0, pin_memory: bool = False) -> Iterator[dict]:
     """Yield training batches forever, starting as if ``start_step`` batches were consumed.
@@ -54,7 +46,7 @@ def batch_stream(dataset: Dataset, batch_size: int, seed: int, rank: int = 0, wo
     from the global RNG, so the model's random stream is the same with and without resume.
     """
     loader_args = dict(batch_size=batch_size, num_workers=num_workers, drop_last=True, pin_memory=pin_memory,
-                       persistent_workers=False, worker_init_fn=ignore_in_worker if num_workers else None)
+                       persistent_workers=False, worker_init_fn=leave_signals_to_trainer if num_workers else None)
 
     def generator(epoch: int) -> torch.Generator:
         return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 4099 + rank)
@@ -65,7 +57,7 @@ def batch_stream(dataset: Dataset, batch_size: int, seed: int, rank: int = 0, wo
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)
             got_any = False
-            for batch in DataLoader(dataset, generator=generator(epoch), **loader_args):
+            for batch in batches_of(DataLoader(dataset, generator=generator(epoch), **loader_args)):
                 got_any = True
                 yield batch
             if not got_any:
@@ -83,8 +75,22 @@ def batch_stream(dataset: Dataset, batch_size: int, seed: int, rank: int = 0, wo
     epoch, offset = divmod(start_step, per_epoch)
     while True:
         sampler = EpochSampler(len(dataset), seed, epoch, rank, world, skip=offset * batch_size)
-        yield from DataLoader(dataset, sampler=sampler, generator=generator(epoch), **loader_args)
+        yield from batches_of(DataLoader(dataset, sampler=sampler, generator=generator(epoch), **loader_args))
         epoch, offset = epoch + 1, 0
+
+
+def batches_of(loader: DataLoader) -> Iterator[dict]:
+    """The batches of one pass over ``loader``; its worker processes are shut down as soon as the
+    pass ends, also when it ends by an error (e.g. a corrupt record read in a worker) or when the
+    stream is closed. Left to garbage collection, they would be terminated by ``multiprocessing``'s
+    exit handler, and torch would report their death as an error after the command's own message."""
+    batches = iter(loader)
+    try:
+        yield from batches
+    finally:
+        shutdown = getattr(batches, "_shutdown_workers", None)   # torch's multi-process iterator; idempotent
+        if shutdown is not None:
+            shutdown()
 
 
 def eval_loader(dataset: Dataset, batch_size: int, rank: int = 0, world: int = 1, num_workers: int = 0) -> DataLoader:

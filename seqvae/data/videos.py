@@ -7,7 +7,10 @@ into clips of ``seq_len`` frames (every ``frame_step``-th frame) starting every
 ``stride`` frames. Videos shorter than one clip are skipped. A video whose square crop is
 smaller than ``image_size`` is upscaled, with a warning naming it (a 64×8 video becomes
 8×8 blown up 8×); one smaller than ``min_size`` is refused (skipped with a warning under
-``skip_broken``).
+``skip_broken``). Under ``skip_broken`` every video is also decoded once when the data set
+is built (with the cache on, that pass builds its cache entry), and one whose frames do not
+all decode (a truncated file whose index still lists them) is skipped with a warning, with
+the cache on or off alike.
 
 Splits are by file, so no clip of a video leaks into another split: the first 32 bits of
 ``sha1(relative path)`` as a fraction ``h`` in [0, 1) put the file in ``test`` if
@@ -59,7 +62,7 @@ class VideoFolderConfig(ComponentConfig):
     val_fraction: float = 0.1         # share of files (by path hash) in val ...
     test_fraction: float = 0.1        # ... and in test
     split_by: str = "file"            # "file": split by path hash; "none": every file in every split
-    skip_broken: bool = False         # warn and skip unreadable (or too small) files instead of failing
+    skip_broken: bool = False         # warn and skip unreadable, damaged or too small files instead of failing
     min_size: int = 0                 # refuse videos whose shorter side is below this (0: any size; smaller
                                       # than image_size is upscaled with a warning)
     cache: bool = True                # decode each video once into a memory-mapped frame cache (fast clips)
@@ -177,6 +180,24 @@ def _collect(video: VideoInfo, indices: list[int], seek: bool, size: int | None 
     return out
 
 
+def check_decodes(video: VideoInfo) -> None:
+    """Decode every frame of ``video`` once, keeping none: a :class:`VideoDecodeError` when fewer
+    than the demuxed frames come out (e.g. a truncated file whose index still lists them all)."""
+    av = _av()
+    decoded = 0
+    try:
+        with av.open(str(video.path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for _ in container.decode(stream):
+                decoded += 1
+    except Exception as err:  # FFmpeg errors come in many classes
+        raise VideoDecodeError(f"cannot decode video file {video.path}: {err}") from err
+    if decoded < video.num_frames:
+        raise VideoDecodeError(f"video file {video.path} decoded to {decoded} frames, {video.num_frames} expected by "
+                               "demuxing; is the file damaged?")
+
+
 class VideoFolderDataset(Dataset):
     """Map-style data set of fixed-length clips from the videos of one split."""
 
@@ -224,12 +245,15 @@ class VideoFolderDataset(Dataset):
                 if 0 < min(width, height) < cfg.min_size:
                     raise ValueError(f"video_folder: {path} is {width}×{height}, smaller than data.min_size="
                                      f"{cfg.min_size} on its shorter side; remove it or lower data.min_size")
+                info = VideoInfo(path, path.relative_to(root).as_posix(), count, pts, width, height)
+                if cfg.skip_broken:   # a damaged file is found now, not by the clip that reaches it
+                    self.check_decodes(info)
             except (VideoDecodeError, ValueError) as err:
                 if not cfg.skip_broken:
                     raise
                 warnings.warn(f"video_folder: skipping {err}", stacklevel=2)
                 continue
-            self.videos.append(VideoInfo(path, path.relative_to(root).as_posix(), count, pts, width, height))
+            self.videos.append(info)
         if not self.videos:
             raise ValueError(
                 f"video_folder: every one of the {len(mine)} videos of split {split!r} under {root.resolve()} was "
@@ -258,6 +282,14 @@ class VideoFolderDataset(Dataset):
                 f"a clip needs (seq_len={cfg.seq_len}, frame_step={cfg.frame_step}); the longest has "
                 f"{counts[-1]}"
             )
+
+    def check_decodes(self, video: VideoInfo) -> None:
+        """Every demuxed frame of ``video`` decodes (:class:`VideoDecodeError` otherwise): with the
+        cache by building its entry (which training reads anyway), else by decoding it once."""
+        if self.cache is not None:
+            self.cache.frames(video.path, video.num_frames)
+        else:
+            check_decodes(video)
 
     def __len__(self) -> int:
         return len(self.clips)

@@ -94,13 +94,26 @@ def read_weights(path: str | Path,
 
 
 def build_from_weights(tensors: dict[str, torch.Tensor], metadata: dict[str, Any],
-                       device: torch.device | str = "cpu") -> tuple[SequenceVAE, RunConfig]:
-    """The model the metadata's config describes, with the tensors loaded (float32), in eval mode."""
-    from seqvae.build import build_model
+                       device: torch.device | str = "cpu", source: str | Path = "the exported weights"
+                       ) -> tuple[SequenceVAE, RunConfig]:
+    """The model the metadata's config describes, with the tensors loaded (float32), in eval mode.
+    Tensors that do not fit that model (one missing, added or resized) are a :class:`PretrainedError`
+    naming ``source`` (the file) and the tensors."""
+    from seqvae.build import build_model, weight_mismatch
 
     cfg = RunConfig.from_dict(metadata["config"])
-    model = build_model(cfg, DataSpec(**metadata["spec"]))
+    try:
+        spec = DataSpec(**metadata["spec"])
+    except TypeError as err:
+        raise PretrainedError(f"{source}: its metadata 'spec' is not a seqvae data spec ({err}); the file is damaged "
+                              "or was edited. Export it again with tools/export_pretrained.py") from None
+    model = build_model(cfg, spec)
     state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    what = weight_mismatch(model, state)
+    if what:
+        raise PretrainedError(f"{source}: its weights do not fit the model its own metadata describes ({what}); the "
+                              "file is damaged or was edited. Export it again with tools/export_pretrained.py, or use "
+                              "the run's checkpoint")
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), cfg
 
@@ -109,14 +122,14 @@ def load(name: str, device: torch.device | str = "cpu") -> tuple[SequenceVAE, Ru
     """A shipped pretrained model by name, verified against the manifest, in eval mode."""
     entry = info(name)
     tensors, metadata = read_weights(HERE / entry.file, entry.sha256)
-    return build_from_weights(tensors, metadata, device)
+    return build_from_weights(tensors, metadata, device, HERE / entry.file)
 
 
 def load_with_metadata(name: str, device: torch.device | str = "cpu") -> tuple[SequenceVAE, RunConfig, dict[str, Any]]:
     """As :func:`load`, plus the file's metadata (``step``, ...), as :func:`seqvae.loading.load_model` returns."""
     entry = info(name)
     tensors, metadata = read_weights(HERE / entry.file, entry.sha256)
-    model, cfg = build_from_weights(tensors, metadata, device)
+    model, cfg = build_from_weights(tensors, metadata, device, HERE / entry.file)
     return model, cfg, metadata
 
 

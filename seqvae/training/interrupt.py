@@ -11,9 +11,10 @@ exception is raised wherever the process is; checkpoints and metric lines are wr
 atomically, so nothing is corrupted (the last complete checkpoint stays). Copies of the
 first signal within :data:`REPEAT_WINDOW_S` count once: a Ctrl-C under ``torchrun`` reaches
 each worker twice (from the terminal, and forwarded by torchrun), which must not cancel
-the checkpoint. DataLoader workers ignore SIGINT (:func:`seqvae.data.loader.ignore_in_worker`: a Ctrl-C
-reaches the whole process group, and the main process shuts its workers down); they keep
-SIGTERM's default, which is how they are terminated.
+the checkpoint. DataLoader workers leave both signals to the trainer
+(:mod:`seqvae.data.worker_signals`: a Ctrl-C or a ``kill -TERM -- -PGID`` reaches the whole process
+group, and the trainer shuts its workers down after the checkpoint); only their trainer's own
+SIGTERM (how a worker that does not stop in time is terminated) ends a worker.
 """
 from __future__ import annotations
 

@@ -51,6 +51,7 @@ from seqvae.training.figures import save_image_grids, save_prediction_video
 from seqvae.training.interrupt import StopSignals, TrainingInterrupted
 from seqvae.training.lr_schedule import learning_rate
 from seqvae.training.progress import Progress
+from seqvae.training.run_lock import RunLock
 from seqvae.training.session import Session, open_session
 
 
@@ -67,21 +68,38 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
     ``resume``). ``force`` allows a non-empty folder that holds no seqvae run.
 
     SIGINT/SIGTERM end the step in progress, write a checkpoint and raise
-    :class:`TrainingInterrupted`.
+    :class:`TrainingInterrupted`. Another training process writing the same folder is a
+    :class:`~seqvae.training.run_folder.RunFolderError` (:mod:`seqvae.training.run_lock`).
     """
-    session = open_session(cfg, resume, dry_run, overrides, force)
-    tc = session.cfg.train
-    if session.step >= tc.steps:
-        if not dry_run and dist.is_main():   # e.g. a kill while the last step's figures were written
-            for note in run_folder.clean(session.run_dir):
-                dist.print0(note)
-        dist.print0(f"the run is already at step {session.step} >= train.steps={tc.steps}; "
-                    "raise train.steps to continue")
+    # one writer per run folder, from before it is looked at until the end (rank 0 under DDP)
+    with RunLock(Path(cfg.train.out_dir), enabled=not dry_run and dist.launched_rank() == 0):
+        session = open_session(cfg, resume, dry_run, overrides, force)
+        tc = session.cfg.train
+        if session.step >= tc.steps:
+            if not dry_run and dist.is_main():   # e.g. a kill while the last step's figures were written
+                for note in run_folder.clean(session.run_dir):
+                    dist.print0(note)
+            dist.print0(f"the run is already at step {session.step} >= train.steps={tc.steps}; "
+                        "raise train.steps to continue")
+            return session.run_dir
+        deadline = time.perf_counter() + tc.time_limit_minutes * 60 if tc.time_limit_minutes > 0 else None
+        bar = Progress(tc.steps, session.step, deadline, progress and dist.is_main() and not dry_run, tc.log_every)
+        window = LogWindow(time.perf_counter())
+        page = PageRefresh()
+        try:
+            run_steps(session, bar, window, page, deadline, dry_run)
+        finally:   # the DataLoader workers stop now, also on an error or a signal (not at interpreter exit)
+            session.batches.close()
+            bar.close()
+        dist.barrier()
         return session.run_dir
-    deadline = time.perf_counter() + tc.time_limit_minutes * 60 if tc.time_limit_minutes > 0 else None
-    bar = Progress(tc.steps, session.step, deadline, progress and dist.is_main() and not dry_run, tc.log_every)
-    window = LogWindow(time.perf_counter())
-    page = PageRefresh()
+
+
+def run_steps(session: Session, bar: Progress, window: LogWindow, page: PageRefresh, deadline: float | None,
+              dry_run: bool) -> None:
+    """The steps of :func:`train`, each followed by its log line, checkpoint, evaluation and
+    figures when due, until ``train.steps``, the time limit or a stop signal."""
+    tc = session.cfg.train
     saved_step = session.step if session.resumed else -1
     last_step = tc.steps if not dry_run else session.step + 1
     session.model.train()
@@ -116,11 +134,7 @@ def train(cfg: RunConfig, resume: bool = False, dry_run: bool = False, progress:
             if signum:   # Ctrl-C / SIGTERM: this step is done; keep it and stop
                 if saved_step != session.step:
                     session.save()
-                bar.close()
                 raise TrainingInterrupted(signum, session.step, session.run_dir, saved=True)
-    bar.close()
-    dist.barrier()
-    return session.run_dir
 
 
 @dataclass

@@ -1,14 +1,19 @@
 """A run folder's life cycle before training starts: what the folder holds, and getting it
-ready without losing anything (:mod:`seqvae.training` then writes into it).
+ready without losing anything (:mod:`seqvae.training` then writes into it; one training
+process at a time holds it: :mod:`seqvae.training.run_lock`).
 
-What ``train.out_dir`` may hold when training starts:
+What ``train.out_dir`` may hold when training starts (which files are seqvae's, by name and
+content: :mod:`seqvae.training.run_files`):
 
 * nothing (absent, empty, or only seqvae's own files without a run): a **new** run;
-* ``config.yaml`` / ``metrics.jsonl`` but no ``checkpoint.pt`` — a run that stopped before
-  its first checkpoint: it is **restarted** from step 0 (with or without ``--resume``);
+* seqvae's ``config.yaml`` / ``metrics.jsonl`` but no ``checkpoint.pt`` — a run that stopped
+  before its first checkpoint: it is **restarted** from step 0 (with or without ``--resume``);
   its ``metrics.jsonl`` is moved aside to ``metrics.<date>-<time>.jsonl``, never deleted;
 * ``checkpoint.pt``: continued with ``--resume`` only, never overwritten;
-* other files and no run: refused, unless the caller forces it (``seqvae train --force``).
+* other files (a user's own ``config.yaml`` among them) and no run: refused, unless the caller
+  forces it (``seqvae train --force``); then a user's file of a name the trainer writes
+  (``config.yaml``, ``run.json``, ``metrics.jsonl``, ``index.html``) is moved aside to
+  ``<name>.<date>-<time>.<ext>`` first, and every other file is left alone.
 
 Getting it ready (rank 0, only after a resumed checkpoint has loaded): temporary files left
 by interrupted atomic writes are removed; on resume the lines of ``metrics.jsonl`` past
@@ -19,47 +24,31 @@ from __future__ import annotations
 
 import errno
 import json
-import re
 import time
 from pathlib import Path
 
-from seqvae import checkpoint, io
+from seqvae import io
+from seqvae.training import run_files
+from seqvae.training.run_files import CHECKPOINT, CONFIG, METRICS, RUN_RECORD
 
 NEW, RESTART, RESUME = "new", "restart", "resume"
-METRICS = "metrics.jsonl"
-CHECKPOINT = "checkpoint.pt"
-CONFIG = "config.yaml"
-# what seqvae itself writes into a run folder (anything else belongs to the user)
-OWN_NAMES = {CONFIG, "run.json", METRICS, CHECKPOINT, "images", "tensorboard", "eval", "demo_predictions.mp4",
-             "index.html", "report"}
-_MOVED_METRICS = re.compile(r"metrics\.\d{8}-\d{6}(-\d+)?\.jsonl")
 
 
 class RunFolderError(RuntimeError):
-    """Refusing to touch a run folder (it holds a previous run or other files), or unable to write it."""
+    """Refusing to touch a run folder (it holds a previous run or other files, or another
+    process trains in it), or unable to write it."""
 
 
-def is_own_file(path: Path) -> bool:
-    """Whether seqvae wrote a file of this name into a run folder (run files, moved-aside
-    metrics, temporary files of interrupted writes)."""
-    name = path.name
-    return name in OWN_NAMES or bool(_MOVED_METRICS.fullmatch(name)) or _is_stale_temporary(path)
-
-
-def _is_stale_temporary(path: Path) -> bool:
-    """A temporary file of seqvae's writers into a run folder (checkpoint, config, run.json,
-    metrics; PNG grids in images/), left behind by a process killed while writing."""
-    if path.parent.name == "images":
-        return io.is_atomic_temporary(path) and path.name.startswith(".step_")
-    return checkpoint.is_temporary(path, CHECKPOINT) or any(
-        io.is_atomic_temporary(path, target) for target in (CONFIG, "run.json", METRICS))
+def check_is_folder(run_dir: Path) -> None:
+    """``train.out_dir`` must be a folder, or not exist yet."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"train.out_dir={run_dir} is a file, not a folder; choose another train.out_dir")
 
 
 def inspect(run_dir: Path, resume: bool, force: bool = False) -> str:
     """Decide what training does with ``run_dir`` (:data:`NEW`, :data:`RESTART` or
     :data:`RESUME`); raise :class:`RunFolderError` when it must not touch it. Writes nothing."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunFolderError(f"train.out_dir={run_dir} is a file, not a folder; choose another train.out_dir")
+    check_is_folder(run_dir)
     if (run_dir / CHECKPOINT).exists():
         if not resume:
             raise RunFolderError(
@@ -67,19 +56,21 @@ def inspect(run_dir: Path, resume: bool, force: bool = False) -> str:
                 "it, or choose another folder with train.out_dir=..."
             )
         return RESUME
-    if (run_dir / CONFIG).exists() or (run_dir / METRICS).exists():
+    ours, theirs = run_files.run_files(run_dir)
+    if ours and not theirs:
         return RESTART   # it stopped before its first checkpoint: start it afresh (metrics moved aside)
     if resume:
-        raise RunFolderError(f"--resume: {run_dir} holds no run (no checkpoint.pt, config.yaml or metrics.jsonl); "
-                             "start without --resume, or point train.out_dir at the run folder")
-    others = sorted(p.name for p in run_dir.iterdir() if not is_own_file(p)) if run_dir.is_dir() else []
+        raise RunFolderError(f"--resume: {run_dir} holds no seqvae run (no checkpoint.pt, and no config.yaml or "
+                             "metrics.jsonl written by seqvae); start without --resume, or point train.out_dir at "
+                             "the run folder")
+    others = run_files.foreign_entries(run_dir)
     if others and not force:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         raise RunFolderError(
             f"{run_dir} is not empty and holds no seqvae run ({shown}); training writes config.yaml, run.json, "
-            "metrics.jsonl, checkpoint.pt and images/ there. Choose an empty or new train.out_dir, or pass --force "
-            "(train(..., force=True)) to use this folder anyway (your files are left alone; files with those "
-            "names are replaced)"
+            "metrics.jsonl, checkpoint.pt and images/ there. Nothing was changed. Choose an empty or new "
+            "train.out_dir, or pass --force (train(..., force=True)) to use this folder anyway (your files are kept: "
+            "one with a name training writes is renamed to NAME.<date>-<time>.EXT first)"
         )
     return NEW
 
@@ -104,6 +95,11 @@ def prepare(run_dir: Path, kind: str, config_text: str, step: int) -> list[str]:
                 moved = move_aside(metrics)
                 note += f"; its metrics were moved to {moved.name} (nothing was deleted)"
             notes.append(note)
+        elif kind == NEW:   # a forced folder: the user's files of the names training writes are kept aside
+            for name in run_files.WRITTEN:
+                path = run_dir / name
+                if path.is_file() and not (name == RUN_RECORD and run_files.is_run_record(path)):
+                    notes.append(f"{path} is not seqvae's: renamed to {move_aside(path).name} (nothing was deleted)")
         elif kind == RESUME and metrics.exists():
             dropped = trim_metrics(metrics, step)
             if dropped:
@@ -127,7 +123,7 @@ def clean(run_dir: Path) -> list[str]:
 
 
 def move_aside(path: Path) -> Path:
-    """Rename ``metrics.jsonl`` to ``metrics.<date>-<time>.jsonl`` (a free name); return it."""
+    """Rename ``NAME.EXT`` (e.g. ``metrics.jsonl``) to ``NAME.<date>-<time>.EXT`` (a free name); return it."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
     n = 1
@@ -164,7 +160,7 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
         if not folder.is_dir():
             continue
         for path in sorted(folder.iterdir()):
-            if path.is_file() and _is_stale_temporary(path):
+            if path.is_file() and run_files.is_stale_temporary(path):
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
