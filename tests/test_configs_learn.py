@@ -136,7 +136,7 @@ def train_briefly(path: Path, tmp_path: Path, monkeypatch, steps: int, batch: in
     run = train(cfg, progress=False)
     final = load_checkpoint(run / "checkpoint.pt")["model"]
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return {"cfg": cfg, "initial": initial, "final": final,
+    return {"cfg": cfg, "initial": initial, "final": final, "fine_tune": bool(raw.train.init_from),
             "train": [r for r in records if r["split"] == "train"],
             "test": [r for r in records if r["split"] == "test"]}
 
@@ -149,6 +149,12 @@ def assert_learns(result: dict, steps: int) -> None:
     assert not skipped, f"skipped updates at steps {skipped} (grad norms {[r['grad_norm'] for r in train[:5]]} …)"
     unchanged = [k for k, v in result["initial"].items() if torch.equal(v, result["final"][k])]
     assert not unchanged, f"parameters never updated: {unchanged[:5]}"
+    assert all(math.isfinite(r["loss"]) for r in train)
+    if result.get("fine_tune"):
+        # a fine-tune's rate is sized for converged weights (e.g. 5e-5 in stage 3 of the shipped
+        # models), too small to show descent from scratch in a few dozen steps: its updates are
+        # checked above; descent is checked for every config that trains from scratch
+        return
     # the training loss went down: the last fifth of the steps against the first fifth
     k = max(steps // 5, 3)
     first = sum(r["loss"] for r in train[:k]) / k
