@@ -34,6 +34,27 @@ def resolve(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def follow_run(requested: str | None, run_precision: str, device: torch.device) -> tuple[str, str]:
+    """The precision an evaluation of a run computes in, and why: ``requested`` (a command's
+    ``--precision``) when given, else the run's own ``train.precision``, so that a run trained
+    in fp32 is scored in fp32 (bf16 moves the bound of a sharp decoder by tens of nats). A run
+    trained in fp16, which needs a GPU, is scored in fp32 elsewhere."""
+    if requested is not None:
+        check_precision(requested, "--precision")
+        if requested == "fp16" and device.type != "cuda":
+            raise ValueError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+        return requested, "--precision"
+    check_precision(run_precision)
+    if run_precision == "fp16" and device.type != "cuda":
+        return "fp32", "the run's train.precision is fp16, which needs a GPU: fp32 here"
+    return run_precision, "the run's train.precision"
+
+
+def describe(dtype: torch.dtype | None) -> str:
+    """``bf16`` / ``fp16`` autocast or plain ``fp32``, for records and messages."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_supports_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast pays."""

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from seqvae.cli import main as cli_main
-from seqvae.cli.evaluate import video_settings
+from seqvae.cli.evaluate import DEFAULT_SAMPLES, VIDEO_BATCH, video_settings
 from seqvae.config import RunConfig, apply_overrides
 from seqvae.evaluation import fvd as fvd_mod
 from seqvae.evaluation.protocols import PROTOCOLS
@@ -67,7 +67,7 @@ def test_protocols_fix_their_counts_unless_overridden():
     assert not gpt["frame_metrics"] and gpt["fvd"] and gpt["fvd_samples_per_clip"] == 100
     default = video_settings(PROTOCOLS["default"], _args(), model)
     assert (default["context_frames"], default["predicted_frames"], default["samples"], default["sequences"],
-            default["fvd"], default["lpips"]) == (2, 10, 100, 256, False, False)
+            default["fvd"], default["lpips"]) == (2, 10, 20, 128, False, False)
     quick = video_settings(PROTOCOLS["svg"], _args(samples=3, sequences=4), model)
     assert quick["deviations"] == {"samples": {"protocol": 100, "used": 3}, "sequences": {"protocol": 256, "used": 4}}
 
@@ -139,6 +139,31 @@ def test_evaluations_never_overwrite_each_other(run, tmp_path, capsys):
     assert one.name == "default-test-2ctx-6pred-2samples-2seq" and other.name == one.name + "-2"
     record = json.loads((other / "eval.json").read_text())
     assert record["command"].startswith("seqvae eval ") and record["settings"]["samples"] == 2
+
+
+def test_the_default_evaluation_of_a_demo_sized_run_is_a_tenth_of_the_published_protocols_work():
+    """Cost without timing: the futures (samples x sequences) and batches the defaults imply for
+    configs/demo/svg.yaml, against the svg protocol's 100 x 256 (over half an hour on a 2-core CPU)."""
+    cfg = RunConfig.load(REPO / "configs/demo/svg.yaml")
+    model = argparse.Namespace(n_past=cfg.model.n_past, n_eval=cfg.model.n_eval)
+    default = video_settings(PROTOCOLS["default"], _args(), model)
+    sequences = min(default["sequences"], cfg.data.num_test)
+    futures = default["samples"] * sequences
+    assert (futures, -(-sequences // VIDEO_BATCH)) == (2560, 16)
+    svg = video_settings(PROTOCOLS["svg"], _args(), model)
+    assert 10 * futures <= svg["samples"] * svg["sequences"]
+
+
+def test_the_default_evaluation_says_its_work_before_it_starts(run, tmp_path, capsys):
+    assert cli_main(["eval", str(run), "--batches", "1", "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    plan = next(line for line in out.splitlines() if line.startswith("video metrics:"))
+    assert plan.startswith(f"video metrics: 8 sequences x {DEFAULT_SAMPLES} sampled futures of 6 frames "
+                           f"({8 * DEFAULT_SAMPLES} futures) in 1 batch;")
+    assert out.index(plan) < out.index("video (")                       # before the first batch's progress line
+    (folder,) = tmp_path.iterdir()
+    record = json.loads((folder / "eval.json").read_text())
+    assert record["settings"]["samples"] == DEFAULT_SAMPLES and record["results"]["counts_sequences"] == 8
 
 
 @pytest.mark.parametrize("flag,value", [("--samples", "0"), ("--sequences", "0"), ("--samples", "-3"),

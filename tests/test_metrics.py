@@ -81,6 +81,18 @@ def test_ssim_equals_pytorch_msssim_per_frame_and_drops_with_noise():
     assert (s_light < 1.0).all()
 
 
+@pytest.mark.parametrize("shape", [(300, 3, 64, 64), (5, 1, 20, 37), (4, 3, 11, 11)])
+def test_ssim_equals_pytorch_msssim_on_many_frames_of_any_shape(shape):
+    """Our banded-matrix blur against the library's convolutions: across FRAME_CHUNK, grey and
+    colour, non-square frames and the smallest the window allows."""
+    g = torch.Generator().manual_seed(3)
+    truth = torch.rand(shape, generator=g)
+    pred = (truth + 0.1 * torch.randn(shape, generator=g)).clamp(0, 1)
+    ref = msssim_ssim(pred, truth, data_range=1.0, size_average=False)
+    torch.testing.assert_close(ssim(pred, truth), ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ssim(pred * 255, truth * 255, data_range=255.0), ref, atol=1e-6, rtol=0)
+
+
 def test_ssim_rejects_frames_smaller_than_window():
     x = torch.rand(1, 2, 1, 8, 32)
     with pytest.raises(ValueError, match="11"):

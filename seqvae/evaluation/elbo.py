@@ -139,7 +139,7 @@ def calibrate_sigma(model: SequenceVAE, dataset: Dataset, batch_size: int, devic
     small for held-out data when the model overfits.
     """
     head = model.likelihood
-    if not hasattr(head, "measuring") or getattr(head, "per_image", False):
+    if not can_calibrate_sigma(model):
         raise ValueError(f"calibrating σ needs the optimal-σ decoder (likelihood.name: optimal_sigma); this model's "
                          f"head is {type(head).__name__}")
     with head.measuring() as totals:
@@ -149,6 +149,25 @@ def calibrate_sigma(model: SequenceVAE, dataset: Dataset, batch_size: int, devic
             raise ValueError("calibrating σ: the split scored no values")
         sigma2 = float(totals[0] / totals[1])
     return max(sigma2, math.exp(2 * head.min_log_sigma))
+
+
+def can_calibrate_sigma(model: SequenceVAE) -> bool:
+    """Whether the model's evaluation σ is one number that :func:`calibrate_sigma` can set: the
+    optimal-σ head (its EMA), not the per-image one (σ from each image) nor a learned or fixed σ."""
+    head = model.likelihood
+    return hasattr(head, "measuring") and not getattr(head, "per_image", False)
+
+
+def validation_sigma_bound(model: SequenceVAE, val: Dataset, dataset: Dataset, batch_size: int,
+                           device: torch.device, dtype: torch.dtype | None = None,
+                           max_batches: int = 0) -> dict[str, float]:
+    """The bound on ``dataset`` with σ² = the reconstruction MSE on ``val`` (:func:`calibrate_sigma`)
+    in place of the training EMA: ``val_sigma`` and ``val_sigma_{neg_elbo,nll,kl,bpd}``. Scored with
+    the same posterior samples as :func:`evaluate_elbo` draws, so only σ differs from its figures."""
+    sigma2 = calibrate_sigma(model, val, batch_size, device, dtype, max_batches)
+    with evaluation_sigma2(model, sigma2):
+        calibrated = evaluate_elbo(model, dataset, batch_size, device, dtype, max_batches)
+    return {"val_sigma": sigma2 ** 0.5, **{f"val_sigma_{k}": calibrated[k] for k in ("neg_elbo", "nll", "kl", "bpd")}}
 
 
 @contextmanager
