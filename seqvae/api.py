@@ -21,7 +21,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from seqvae import pretrained
+from seqvae import amp, pretrained
 from seqvae.build import build_data
 from seqvae.config import RunConfig
 from seqvae.control.cem import CEMConfig
@@ -33,7 +33,7 @@ from seqvae.control.optimizers import PlanOptimizer
 from seqvae.control.planner import VideoModelPlanner
 from seqvae.control.rollout import RolloutResult
 from seqvae.control.rollout import rollout as rollout_futures
-from seqvae.evaluation.elbo import evaluate_elbo
+from seqvae.evaluation.elbo import can_calibrate_sigma, evaluate_elbo, validation_sigma_bound
 from seqvae.evaluation.video import evaluate_video
 from seqvae.loading import PRETRAINED_PREFIX, load_model
 from seqvae.models.base import SequenceVAE, is_video_model
@@ -122,21 +122,38 @@ def train(config: str | Path | RunConfig, resume: bool = False, **overrides: Any
 
 
 def evaluate(model: SequenceVAE | str | Path, *, split: str = "test", samples: int = 16, sequences: int = 64,
-             batch_size: int = 8, device: torch.device | str = "cpu", seed: int = 0) -> dict[str, Any]:
-    """Held-out figures of a model (or anything :func:`load` takes): the bound (nats,
-    bits/dim) on ``split``, and for video models best-of-``samples`` PSNR/SSIM against the
-    copy-last-frame baseline over ``sequences`` sequences, with the data set's own metrics
-    (e.g. object motion in the pushing world)."""
+             batch_size: int = 8, device: torch.device | str = "cpu", seed: int = 0,
+             precision: str | None = None) -> dict[str, Any]:
+    """Held-out figures of a model (or anything :func:`load` takes), as ``seqvae eval`` gives
+    them: the bound (nats, bits/dim) on ``split``, computed in the run's own precision
+    (``train.precision``; ``precision`` to choose another); with an optimal-σ decoder whose data
+    have a validation split, also the bound with σ² set to the validation reconstruction error
+    (``val_sigma_*``), the held-out estimate to quote (``bound["quote"]`` names it). For video
+    models best-of-``samples`` PSNR/SSIM against the copy-last-frame baseline over
+    ``sequences`` sequences, with the data set's own metrics (e.g. object motion in the
+    pushing world)."""
     if not isinstance(model, torch.nn.Module):
         model = load(model, device)
     cfg = getattr(model, "run_config", None)
     if cfg is None:
         raise ValueError("evaluate needs a model from seqvae.load (it carries its run config) or a path/name")
     device = torch.device(device)
+    chosen, _ = amp.follow_run(precision, cfg.train.precision, device)
+    dtype = amp.resolve(chosen, device)
     dataset = build_data(cfg, split)
-    figures: dict[str, Any] = {"bound": evaluate_elbo(model, dataset, batch_size, device)}
+    bound = evaluate_elbo(model, dataset, batch_size, device, dtype)
+    bound.update(precision=chosen, quote="neg_elbo")
+    if split != "val" and can_calibrate_sigma(model):
+        try:
+            val = build_data(cfg, "val")
+        except (ValueError, OSError):   # no validation split: the EMA-σ bound is all there is
+            val = None
+        if val is not None and len(val) > 0:
+            bound.update(validation_sigma_bound(model, val, dataset, batch_size, device, dtype))
+            bound["quote"] = "val_sigma_neg_elbo"
+    figures: dict[str, Any] = {"bound": bound}
     if is_video_model(model):
         result = evaluate_video(model, dataset, n_samples=samples, n_sequences=sequences, batch_size=batch_size,
-                                device=device, metrics=video_metrics_for(cfg.data.name), seed=seed)
+                                device=device, precision=chosen, metrics=video_metrics_for(cfg.data.name), seed=seed)
         figures["video"] = result.summary()
     return figures
