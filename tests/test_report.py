@@ -159,6 +159,18 @@ def test_an_old_run_whose_test_windows_differ_is_labelled_so(tmp_path):
     assert all(p.is_file() for p in referenced_files(page))
 
 
+def test_a_run_without_a_test_evaluation_yet_is_not_described_with_a_test_line(tmp_path):
+    """Stopped before its first evaluation: the caption says there is no test line yet
+    (instead of describing a dashed line that is not drawn)."""
+    run = tmp_path / "early"
+    run.mkdir()
+    (run / "config.yaml").write_text("data:\n  name: pusher\n  seq_len: 8\n")
+    lines = [{"step": s, "split": "train", "bpd": -1.3 - 0.1 * s, "sigma": 0.1} for s in range(1, 6)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    caption = curves_caption(run)
+    assert "no test evaluation yet" in caption and "dashed" not in caption and "red dots" not in caption
+
+
 def test_an_image_run_gets_a_page_too(tmp_path):
     run = train(RunConfig.from_dict(apply_overrides(TINY_IMAGE_RUN, [f"train.out_dir={tmp_path / 'img'}",
                                                                        "train.image_every=3"])), progress=False)

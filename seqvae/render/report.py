@@ -292,6 +292,9 @@ def curves_caption(run_dir: Path) -> str:
                      "so that line is not comparable with the training line")
         text += (". Middle: the test bound of each frame at the latest evaluations (faint: earlier ones); the "
                  "shaded frames are those a training window covers")
+    elif not test:
+        text += (" (no test evaluation yet: the trainer scores the test split every train.eval_every steps and at "
+                 "the end)")
     elif train_frames:
         length = f"{test_frames}-frame" if test_frames else "whole"
         text += (f" over {train_frames}-frame windows; the dashed test line scores {length} test sequences, a "
