@@ -65,5 +65,9 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def cleanup() -> None:
+    """Tear the process group down once every rank is done with it: a rank that destroyed
+    its gloo group and exited while another still tore its own down has aborted the latter
+    ("terminate called without an active exception", SIGABRT), hence the barrier first."""
     if is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

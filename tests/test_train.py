@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 from tiny_runs import TINY_IMAGE_RUN
 
+from seqvae import dist as seqvae_dist
 from seqvae.build import build_model
 from seqvae.checkpoint import CheckpointError, load_checkpoint
 from seqvae.cli import main as cli_main
@@ -65,7 +66,7 @@ def _ddp_worker(rank, world, init_file, out_file, batch):
     model.commit_step()  # the optimal-σ EMA takes the step's σ* (seqvae.models.base)
     grads = {name: p.grad.clone() for name, p in model.named_parameters()}
     torch.save({"grads": grads, "ema_sigma2": model.state_dict()["likelihood.ema_sigma2"]}, f"{out_file}.{rank}")
-    tdist.destroy_process_group()
+    seqvae_dist.cleanup()   # a barrier, then the teardown (a bare destroy aborted one rank once in CI)
 
 
 def _tiny_model():
