@@ -72,10 +72,15 @@ def test_best_of_n_beats_copying_the_last_frame(trained, tmp_path):
     summary = result.summary()
     assert summary["psnr_mean"] > summary["copy_last_psnr_mean"], summary
     assert (tmp_path / "curves.csv").exists() and (tmp_path / "psnr.png").exists()
-    # streamed in chunks of samples, the figures are those of all samples at once
-    chunked = evaluate_video(model, test_set, n_samples=8, n_sequences=16, device=torch.device("cpu"), chunk=3)
-    torch.testing.assert_close(chunked.curves["psnr"], result.curves["psnr"], rtol=1e-4, atol=1e-3)
-    assert torch.equal(chunked.best_psnr_index, result.best_psnr_index)
+    # streamed in chunks of samples, the figures are those of all samples at once; in fp32, since
+    # the chunks are rollouts of other batch sizes (3 samples × 8 sequences against 8 × 8), and
+    # under bf16 autocast ("auto" where the CPU computes bf16 natively) oneDNN picks kernels per
+    # batch size that round to bf16 differently (up to 4e-3 on frames, see tests/test_rollout.py)
+    cpu = torch.device("cpu")
+    whole = evaluate_video(model, test_set, n_samples=8, n_sequences=16, device=cpu, precision="fp32")
+    chunked = evaluate_video(model, test_set, n_samples=8, n_sequences=16, device=cpu, precision="fp32", chunk=3)
+    torch.testing.assert_close(chunked.curves["psnr"], whole.curves["psnr"], rtol=1e-4, atol=1e-3)
+    assert torch.equal(chunked.best_psnr_index, whole.best_psnr_index)
     # the curve covers the predicted frames and the baseline falls off as the gripper moves away
     assert result.curves["psnr"].shape == (16, 6)
     assert result.curves["copy_last_psnr"][:, 0].mean() > result.curves["copy_last_psnr"][:, -1].mean()

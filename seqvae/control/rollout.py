@@ -195,8 +195,10 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
         max_batch: rollouts per model call (None: chosen to fit ``memory_budget``).
         return_frames: keep the predicted frames (``False`` saves memory when only the
             costs are needed, as in planning).
-        precision: ``auto`` (bf16/fp16 autocast on a GPU, fp32 on CPU), ``fp32``,
-            ``bf16`` or ``fp16`` (GPU only); see :mod:`seqvae.amp`.
+        precision: ``auto`` (bf16/fp16 autocast on a GPU; on a CPU bf16 where it computes
+            bf16 natively, else fp32), ``fp32``, ``bf16`` or ``fp16`` (GPU only); see
+            :mod:`seqvae.amp`. Under bf16 the kernels (and so the rounding) may differ with
+            the batch size: rollouts chunked differently agree to bf16 rounding, not 1e-5.
         memory_budget: bytes for auto-chunking (default 2 GiB on CPU, half the free GPU memory).
         noise: the latent noise ``[B, S, n_ctx - 1 + horizon, z_dim]`` to use instead of drawing
             it from ``generator`` (e.g. one draw for many samples, rolled out in slices).
