@@ -232,25 +232,9 @@ def test_bad_requests_are_answered_with_a_reason(server):
     assert state["step"] >= 1
 
 
-# ------------------------------------------------------------------ speed and the browser
-@pytest.mark.slow
-def test_the_shipped_model_predicts_at_least_10_frames_per_second_on_one_thread():
-    from seqvae import pretrained, registry
-    from seqvae.control.live import LiveSession, measure_steps
-
-    torch.set_num_threads(1)
-    model, cfg = pretrained.load("pusher-actions")
-    world = registry.world("pusher")
-    session = LiveSession(world.make_env(cfg.data), model, world.prediction_check(), seed=0)
-    measure_steps(session, 5, lambda i: [1.0, 0.0])                               # warm-up
-    follow = measure_steps(session, 40, lambda i: [1.0 if i % 20 < 10 else -1.0, 0.3])
-    session.dream(True)
-    dream = measure_steps(session, 40, lambda i: [0.3, 1.0 if i % 20 < 10 else -1.0])
-    print(f"following: {follow}; dreaming: {dream}")
-    assert follow["model_frames_per_s"] >= 10 and dream["model_frames_per_s"] >= 10
-    assert follow["steps_per_s"] >= 10 and dream["steps_per_s"] >= 10
-
-
+# ------------------------------------------------------------------ the browser
+# (the speed target, >= 10 predicted frames per second on one thread, is measured by
+# tools/bench_play.py, not asserted in a test)
 @pytest.mark.slow
 @pytest.mark.skipif(find_chromium() is None, reason="needs chromium (Debian: apt-get install chromium)")
 def test_keys_pressed_in_headless_chromium_move_the_world_and_the_model(server, tmp_path):
