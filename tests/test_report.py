@@ -141,6 +141,24 @@ def test_the_windowed_bound_is_the_bound_of_the_cut_sequences():
     assert whole["neg_elbo_window"] == pytest.approx(cut["neg_elbo"], rel=1e-5)
     assert whole["bpd_window"] == pytest.approx(cut["bpd"], rel=1e-5)
     assert whole["bpd"] != pytest.approx(cut["bpd"], rel=1e-2)     # the whole sequences do differ
+    # a window as long as the sequences is the whole bound (and is still reported as the window:
+    # a run trained on whole sequences compares train and test over the same frames)
+    same = evaluate_elbo(model, [{"frames": f[:6]} for f in frames], 3, torch.device("cpu"), window=6)
+    assert same["window_frames"] == 6 and same["bpd_window"] == pytest.approx(cut["bpd"], rel=1e-5)
+
+
+def test_an_old_run_trained_on_whole_test_length_sequences_is_not_called_a_different_window(tmp_path):
+    """Logged before the windowed figure, but its test sequences are as long as its training
+    windows (data.seq_len = data.eval_seq_len): the lines do compare over the same window."""
+    run = tmp_path / "whole"
+    run.mkdir()
+    (run / "config.yaml").write_text("data:\n  name: pusher\n  seq_len: 30\n  eval_seq_len: 30\n")
+    lines = [{"step": s, "split": "train", "bpd": -1.3 - 0.1 * s, "sigma": 0.1} for s in range(1, 6)]
+    lines += [{"step": s, "split": "test", "bpd": -1.3, "sigma_ema": 0.1, "frames": 30} for s in (2, 4)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert training_curves(run, tmp_path / "curves.png").stat().st_size > 1000
+    caption = curves_caption(run)
+    assert "same window" in caption and "a different window" not in caption
 
 
 def test_an_old_run_whose_test_windows_differ_is_labelled_so(tmp_path):

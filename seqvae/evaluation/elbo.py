@@ -87,7 +87,7 @@ def evaluate_elbo(model: SequenceVAE, dataset: Dataset, batch_size: int, device:
         dist.all_reduce_sum(per_frame)
         nats = per_frame / n                                    # mean −ELBO of each frame, nats [T-1]
         result["bpd_per_frame"] = (nats / (frame_dims * math.log(2.0))).tolist()
-        if 1 < window <= nats.shape[0]:                          # the first `window` frames: window - 1 terms
+        if 1 < window <= nats.shape[0] + 1:                      # the first `window` frames: window - 1 terms
             result["neg_elbo_window"] = float(nats[:window - 1].sum())
             result["bpd_window"] = result["neg_elbo_window"] / ((window - 1) * frame_dims * math.log(2.0))
             result["window_frames"] = window

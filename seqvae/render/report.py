@@ -218,13 +218,17 @@ def training_curves(run_dir: Path, out: Path) -> Path | None:
         if windowed or not video:
             label = f"test, whole sequences ({full_frames} frames)" if video else "test split"
             style = dict(ls="--", color="tab:gray") if windowed else dict(color="tab:red")
+        elif full_frames == window:   # logged before the windowed figure, but the test sequences are the window
+            label = f"test ({full_frames} frames, as many as a training window)"
+            style = dict(color="tab:red")
         else:   # logged before the windowed figure: say that the windows differ
             label = f"test, whole sequences ({full_frames or '?'} frames: not the training window)"
             style = dict(ls="--", color="tab:gray")
         ax.plot(*zip(*whole), marker="o", label=label, **style)
     ax.set_xlabel("step")
     ax.set_ylabel("−ELBO (bits / dim)")
-    ax.set_title("the bound, train vs test" + (" (same window)" if windowed else ""))
+    same_window = windowed or (video and full_frames == window)
+    ax.set_title("the bound, train vs test" + (" (same window)" if same_window else ""))
 
     if per_frame:
         ax = axes[1]
@@ -295,6 +299,9 @@ def curves_caption(run_dir: Path) -> str:
     elif not test:
         text += (" (no test evaluation yet: the trainer scores the test split every train.eval_every steps and at "
                  "the end)")
+    elif train_frames and test_frames == train_frames:
+        text += (f" over {train_frames}-frame windows; the red dots score the test split's {test_frames}-frame "
+                 "sequences, as many frames as a training window has, so the lines compare over the same window")
     elif train_frames:
         length = f"{test_frames}-frame" if test_frames else "whole"
         text += (f" over {train_frames}-frame windows; the dashed test line scores {length} test sequences, a "
