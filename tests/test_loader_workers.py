@@ -46,6 +46,38 @@ def test_a_worker_ignores_sigterm_from_others_and_obeys_its_trainer():
             proc.kill()
 
 
+class _Items(Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return {"frames": torch.full((1, 1, 2, 2), float(i))}
+
+
+def _signalled_before_init(worker_id):
+    """A group's SIGTERM and SIGINT that reach a worker before its init function takes charge
+    of signals (a worker of a new epoch starting just as the user stops the run)."""
+    subprocess.run(["kill", "-TERM", str(os.getpid())], check=True)   # from another process
+    subprocess.run(["kill", "-INT", str(os.getpid())], check=True)
+    leave_signals_to_trainer(worker_id)
+
+
+def test_a_signal_that_reaches_a_starting_worker_waits_for_its_init():
+    """The stream starts its workers with SIGINT and SIGTERM blocked, so a worker that the group's
+    signal reaches between its fork and its init function neither dies of it (torch's own handler
+    exits on a SIGTERM from anyone but the trainer) nor stops at a KeyboardInterrupt: the
+    batches arrive, and the signal is judged by its sender once the init has run."""
+    from torch.utils.data import DataLoader
+
+    from seqvae.data.loader import batches_of
+
+    loader = DataLoader(_Items(), batch_size=2, num_workers=2, worker_init_fn=_signalled_before_init)
+    got = [b["frames"][:, 0, 0, 0, 0].tolist() for b in batches_of(loader)]
+    assert got == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0]]
+    # and the trainer's main thread takes signals again once the workers have started
+    assert not {signal.SIGINT, signal.SIGTERM} & signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
 class _BrokenAt(Dataset):
     """Items 0.. of a map-style data set; item ``bad`` raises (a corrupt record)."""
 

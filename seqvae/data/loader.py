@@ -11,6 +11,7 @@ it is told the epoch through ``set_epoch`` and, on resume, restarts the epoch in
 """
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -84,13 +85,29 @@ def batches_of(loader: DataLoader) -> Iterator[dict]:
     pass ends, also when it ends by an error (e.g. a corrupt record read in a worker) or when the
     stream is closed. Left to garbage collection, they would be terminated by ``multiprocessing``'s
     exit handler, and torch would report their death as an error after the command's own message."""
-    batches = iter(loader)
+    batches = start_workers(loader)
     try:
         yield from batches
     finally:
         shutdown = getattr(batches, "_shutdown_workers", None)   # torch's multi-process iterator; idempotent
         if shutdown is not None:
             shutdown()
+
+
+def start_workers(loader: DataLoader) -> Iterator[dict]:
+    """``iter(loader)``, with SIGINT and SIGTERM blocked while its worker processes start: a
+    worker inherits the mask, so a signal to the process group that arrives before the
+    worker's ``worker_init_fn`` has taken charge of signals (:mod:`seqvae.data.worker_signals`)
+    waits for it instead of killing the worker (torch's own worker SIGTERM handler exits on a
+    signal from anyone but the trainer). In this process the signals only wait as long as
+    the workers take to start."""
+    if loader.num_workers == 0 or not hasattr(signal, "pthread_sigmask"):
+        return iter(loader)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, rank: int = 0, world: int = 1, num_workers: int = 0) -> DataLoader:

@@ -22,10 +22,16 @@ import threading
 
 
 def leave_signals_to_trainer(worker_id: int = 0) -> None:
-    """``worker_init_fn`` of training DataLoaders (see the module)."""
+    """``worker_init_fn`` of training DataLoaders (see the module). The worker may start with
+    SIGINT and SIGTERM blocked (:func:`seqvae.data.loader.start_workers`), a signal to the
+    group pending: an ignored SIGINT is discarded, a pending SIGTERM goes to the waiting thread."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)   # a forked worker inherits the trainer's handler
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if not hasattr(signal, "sigwaitinfo"):   # e.g. macOS: SIGTERM keeps its default (a group's SIGTERM ends workers)
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         return
     parent = multiprocessing.parent_process()
     trainer = parent.pid if parent is not None and parent.pid else os.getppid()
