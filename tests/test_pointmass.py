@@ -73,5 +73,8 @@ def test_a_briefly_trained_model_plans_better_than_random(tmp_path):
     results = evaluate_planning(world, plan, model=model, env=world.make_env(run_cfg.data), log=lambda _: None)
     rnd, sim, learned = (results["methods"][m] for m in ("random", "true_sim", "learned"))
     assert sim["success_rate"] >= 0.75
-    assert learned["mean_final_distance"] < 0.5 * rnd["mean_final_distance"], results["methods"]
+    # the learned model's mean final distance after these 400 steps, over training seeds 0-3 (train.seed),
+    # Intel Xeon: 0.34, 0.34, 0.21, 0.48 against random actions' 1.00; the bound leaves room for other
+    # CPUs' kernels, which train along other trajectories
+    assert learned["mean_final_distance"] < 0.7 * rnd["mean_final_distance"], results["methods"]
     assert learned["success_rate"] >= rnd["success_rate"]
