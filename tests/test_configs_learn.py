@@ -141,12 +141,15 @@ def train_briefly(path: Path, tmp_path: Path, monkeypatch, steps: int, batch: in
             "test": [r for r in records if r["split"] == "test"]}
 
 
-def assert_learns(result: dict, steps: int) -> None:
+def assert_learns(result: dict, steps: int, spikes_allowed: int = 0) -> None:
     train = result["train"]
     assert [r["step"] for r in train] == list(range(1, steps + 1))
-    # every update was applied: none skipped (during or after warm-up), every parameter moved
+    # every update was applied (none skipped, during or after warm-up; or at most `spikes_allowed`
+    # single spikes once the relative rule is in force), every parameter moved
     skipped = [r["step"] for r in train if r["skipped"]]
-    assert not skipped, f"skipped updates at steps {skipped} (grad norms {[r['grad_norm'] for r in train[:5]]} …)"
+    consecutive = any(b == a + 1 for a, b in zip(skipped, skipped[1:]))
+    assert len(skipped) <= spikes_allowed and not consecutive, (
+        f"skipped updates at steps {skipped} (grad norms {[round(r['grad_norm']) for r in train]})")
     unchanged = [k for k, v in result["initial"].items() if torch.equal(v, result["final"][k])]
     assert not unchanged, f"parameters never updated: {unchanged[:5]}"
     assert all(math.isfinite(r["loss"]) for r in train)
@@ -187,7 +190,13 @@ def test_shipped_config_learns(path, tmp_path, monkeypatch):
 def test_shipped_config_learns_full_size(path, tmp_path, monkeypatch):
     """Full-size models, past the skip rule's warm-up (default 50 accepted updates), so the
     relative spike rule is in force for the last 30 steps. Minutes per config on a CPU
-    (the BAIR SVG-LP ~10 s per step)."""
+    (the BAIR SVG-LP ~10 s per step).
+
+    One isolated skip is allowed there: at batch 4 (the shapes config trains at 128) the
+    gradient norm is heavy-tailed, and a 10× spike is the rule doing its job, not a config
+    that fights its guard (measured on an Intel Xeon with AMX, bf16, the shapes conv VAE:
+    step 56's norm 13 005 against a median of about 1 100; norms of 700–9 600 around it).
+    Two skips, or two in a row, would be."""
     steps = 80
     result = train_briefly(path, tmp_path, monkeypatch, steps=steps, batch=4, fast=False)
-    assert_learns(result, steps)
+    assert_learns(result, steps, spikes_allowed=1)
