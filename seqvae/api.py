@@ -22,7 +22,7 @@ import yaml
 from torch import Tensor
 
 from seqvae import amp, pretrained
-from seqvae.build import build_data
+from seqvae.build import build_data, validation_split
 from seqvae.config import RunConfig
 from seqvae.control.cem import CEMConfig
 from seqvae.control.costs import GoalImageCost
@@ -144,11 +144,8 @@ def evaluate(model: SequenceVAE | str | Path, *, split: str = "test", samples: i
     bound = evaluate_elbo(model, dataset, batch_size, device, dtype)
     bound.update(precision=chosen, quote="neg_elbo")
     if split != "val" and can_calibrate_sigma(model):
-        try:
-            val = build_data(cfg, "val")
-        except (ValueError, OSError):   # no validation split: the EMA-σ bound is all there is
-            val = None
-        if val is not None and len(val) > 0:
+        val, _ = validation_split(cfg)   # None: the EMA-σ bound is all there is
+        if val is not None:
             bound.update(validation_sigma_bound(model, val, dataset, batch_size, device, dtype))
             bound["quote"] = "val_sigma_neg_elbo"
     figures: dict[str, Any] = {"bound": bound}

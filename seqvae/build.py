@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from seqvae.checkpoint import CheckpointError
 from seqvae.config import ConfigError, RunConfig
@@ -15,6 +16,22 @@ from seqvae.registry import DATASETS, LIKELIHOODS, MODELS
 
 def build_data(cfg: RunConfig, split: str):
     return DATASETS.build(cfg.data, split)
+
+
+def validation_split(cfg: RunConfig) -> tuple[Dataset | None, str]:
+    """The run's validation split (e.g. to set an optimal-σ decoder's σ on), or None and why
+    there is none."""
+    try:
+        val = build_data(cfg, "val")
+    except (ValueError, OSError) as err:          # e.g. BAIR with data.val_fraction=0, no video falls in 'val'
+        return None, str(err)
+    try:
+        size = len(val)
+    except TypeError:                             # a split that does not say its size
+        size = None
+    if size == 0:
+        return None, "the validation split is empty"
+    return val, ""
 
 
 def build_model(cfg: RunConfig, spec: DataSpec) -> SequenceVAE:

@@ -18,25 +18,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from seqvae.build import build_data
+from seqvae.build import validation_split
 from seqvae.evaluation.elbo import can_calibrate_sigma, validation_sigma_bound
 
 VAL_SPLIT_ONLY = "--calibrate-sigma sets σ on the validation split; score another split (--split test)"
-
-
-def validation_split(cfg: Any) -> tuple[Dataset | None, str]:
-    """The run's validation split to set σ on, or None and why there is none."""
-    try:
-        val = build_data(cfg, "val")
-    except (ValueError, OSError) as err:          # e.g. BAIR with data.val_fraction=0, no video falls in 'val'
-        return None, str(err)
-    try:
-        size = len(val)
-    except TypeError:                             # a split that does not say its size
-        size = None
-    if size == 0:
-        return None, "the validation split is empty"
-    return val, ""
 
 
 def print_bound(result: dict[str, Any]) -> None:

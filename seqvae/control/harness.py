@@ -25,7 +25,7 @@ from seqvae.control.planner import PlanningModel, VideoModelPlanner
 from seqvae.io import atomic_write_text, plain
 from seqvae.models.base import VideoPredictor
 from seqvae.progress import Bar
-from seqvae.threads import loop_governor
+from seqvae.threads import ThreadGovernor, loop_governor
 
 METHODS = ("random", "true_sim", "sim_frames", "learned")
 OBJECTIVES = ("world", "goal_mse", "goal_ssim")
@@ -109,6 +109,19 @@ def episode_seed(seed: int, index: int) -> int:
     return seed * 1_000_003 + index
 
 
+def evaluation_episode(env: Environment, backend: PlanningModel | None, optimizer: PlanOptimizer,
+                       cfg: PlanEvalConfig, index: int, governor: ThreadGovernor | None = None) -> EpisodeRecord:
+    """Episode ``index`` of ``cfg``'s evaluation with ``backend`` (None: random actions): the
+    environment reset from ``(cfg.seed, index)``, the optimizer's noise and the backend's own
+    randomness seeded from them too, so every method meets the same episode and a rerun is
+    the same run."""
+    env.reset(episode_seed(cfg.seed, index))
+    generator = torch.Generator().manual_seed(cfg.seed * 7919 + index)
+    return run_episode(env, backend, optimizer, cfg.steps, cfg.replan_every, generator,
+                       record_plans=index < cfg.render_episodes, episode_seed=cfg.seed * 104_729 + index,
+                       governor=governor, end_aware=cfg.end_aware)
+
+
 def summarize(distances: Sequence[float], threshold: float) -> dict[str, float]:
     """Success rate and mean/median final distance of one method."""
     d = torch.tensor(list(distances), dtype=torch.float64)
@@ -184,11 +197,7 @@ def evaluate_planning(world: PlanningWorld, cfg: PlanEvalConfig, model: VideoPre
         device = getattr(backend, "device", None)
         governor = loop_governor(device, threads) if device is not None else None
         for i in range(cfg.episodes):
-            env.reset(episode_seed(cfg.seed, i))
-            generator = torch.Generator().manual_seed(cfg.seed * 7919 + i)
-            rec = run_episode(env, backend, optimizer, cfg.steps, cfg.replan_every, generator,
-                              record_plans=i < cfg.render_episodes, episode_seed=cfg.seed * 104_729 + i,
-                              governor=governor, end_aware=cfg.end_aware)
+            rec = evaluation_episode(env, backend, optimizer, cfg, i, governor)
             finals.append(rec.final_distance)
             seconds.append(rec.seconds)
             if i < cfg.render_episodes:

@@ -79,7 +79,7 @@ class PlanOptimizer:
         s = self.settings
         if self.name == "cem":
             sizes = " + ".join(str(s.population(i)) for i in range(s.iterations))
-            counts = f"{s.iterations} × {s.candidates}" if s.population_decay == 1 else f"{sizes}"
+            counts = f"{s.iterations} × {s.candidates}" if s.population_decay == 1 else sizes
             carried = ", elites carried to the next plan" if s.carry_elites else ""
             smooth = f", noise smoothed by {s.noise_smoothing:g}" if s.noise_smoothing else ""
             return f"CEM {counts} candidates, {s.elites} elites{smooth}{carried}"

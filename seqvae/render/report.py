@@ -299,7 +299,7 @@ def curves_caption(run_dir: Path) -> str:
     elif not test:
         text += (" (no test evaluation yet: the trainer scores the test split every train.eval_every steps and at "
                  "the end)")
-    elif train_frames and test_frames == train_frames:
+    elif train_frames and (frames or test_frames) == train_frames:   # the same fallback as the figure's
         text += (f" over {train_frames}-frame windows; the red dots score the test split's {test_frames}-frame "
                  "sequences, as many frames as a training window has, so the lines compare over the same window")
     elif train_frames:
