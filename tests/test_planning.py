@@ -22,7 +22,13 @@ from seqvae.control.mpc import run_episode
 from seqvae.control.mppi import MPPIConfig, mppi_plan
 from seqvae.control.optimizers import Planned, PlanOptimizer
 from seqvae.control.planner import VideoModelPlanner
-from seqvae.worlds.pusher.costs import PushCostConfig, frame_pusher_cost, gripper_kinematics, pusher_object_cost
+from seqvae.worlds.pusher.costs import (
+    PushCostConfig,
+    frame_pusher_cost,
+    gripper_kinematics,
+    pusher_object_cost,
+    pusher_path_cost,
+)
 from seqvae.worlds.pusher.planning import PusherEnv, PushTrackerCost, TrueSimulatorModel
 from seqvae.worlds.pusher.sim import PusherSim
 from seqvae.worlds.pusher.tracking import locate_color
@@ -277,6 +283,56 @@ def test_a_predicted_frame_that_loses_the_object_costs_more_by_the_share_lost():
     assert (lost > 0.9).all(), lost
 
 
+def test_running_push_cost_weighs_every_planned_step_and_its_frame_version_agrees():
+    """``cost.running = w``: (1 − w) × the end's cost + w × the mean over the plan's steps. A push
+    straight at the goal (no shaping) from 0.6 away in steps of 0.1: end 0.2, mean 0.35."""
+    path = torch.tensor([0.5, 0.4, 0.3, 0.2])[None, :, None] * torch.tensor([1.0, 0.0])   # (1, T=4, 2)
+    goal = torch.zeros(2)
+    for w, expected in ((0.0, 0.2), (1.0, 0.35), (0.4, 0.6 * 0.2 + 0.4 * 0.35)):
+        cost = PushCostConfig(shaping=0.0, running=w)
+        assert pusher_path_cost(path, goal, None, SIM.cfg, cost)[0] == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="running must be in"):
+        PushCostConfig(running=1.5)
+    # on simulator frames of a real push, the frame cost tracks the object through every frame
+    # (each frame's prior: the last one's position) and agrees with the true-state cost
+    state = SIM.reset(16, gen(8))
+    goal = SIM.sample_goal(state, gen(9))
+    actions = torch.rand(16, 8, 2, generator=gen(10)) * 2 - 1
+    grip, objs, _ = SIM.simulate(state, actions)
+    frames, _ = SIM.rollout(state, actions)
+    frames = frames[:, 1:].float() / 255                                            # (N, T, 3, H, W)
+    cost = PushCostConfig(running=0.5)
+    truth = pusher_path_cost(objs[:, 1:, 0], goal, grip[:, 1:], SIM.cfg, cost)
+    seen = frame_pusher_cost(frames, goal, state.object_color[:, 0], state.object_pos[:, 0], state.gripper_pos,
+                             SIM.cfg, cost, gripper_final=grip[:, 1:])
+    assert (seen - truth).abs().median() < 2 * PIXEL
+    with pytest.raises(ValueError, match="gripper at every step"):
+        frame_pusher_cost(frames, goal, state.object_color[:, 0], state.object_pos[:, 0], state.gripper_pos,
+                          SIM.cfg, cost, gripper_final=grip[:, -1])
+
+
+def test_a_gripper_guess_is_corrected_by_the_frames_with_kinematics_then_frames():
+    """Dead reckoning that an object made wrong (the kinematic guess 0.22 off where the frame
+    shows the gripper): "kinematics" scores the guess, "kinematics_then_frames" finds the
+    gripper the frame shows and scores what the true state would."""
+    state = SIM.reset(32, gen(11))
+    goal = SIM.sample_goal(state, gen(12))
+    frames = SIM.render(state).float()[:, None] / 255                          # (N, 1, 3, H, W)
+    truth = pusher_object_cost(state.object_pos[:, 0], goal, state.gripper_pos, SIM.cfg)
+    guess = state.gripper_pos + torch.tensor([0.2, -0.1])
+
+    def costs(source):
+        return frame_pusher_cost(frames, goal, state.object_color[:, 0], state.object_pos[:, 0], state.gripper_pos,
+                                 SIM.cfg, PushCostConfig(gripper_source=source), gripper_final=guess)
+
+    refined, guessed = (costs("kinematics_then_frames") - truth).abs(), (costs("kinematics") - truth).abs()
+    # measured medians: 0.5 px against 2.3 px (the guess moves the shaping term by up to 0.5 · 0.22 = 3.6 px)
+    assert refined.median() < PIXEL and guessed.median() > 1.5 * PIXEL
+    assert (refined < guessed).float().mean() > 0.8
+    with pytest.raises(ValueError, match="gripper_source must be one of"):
+        PushCostConfig(gripper_source="camera")
+
+
 def test_gripper_kinematics_match_the_simulator_when_nothing_is_touched():
     """Dead reckoning (position + Σ action · max_step, clamped to the table) is where the
     simulator puts the gripper whenever no object was in the way."""
@@ -287,6 +343,11 @@ def test_gripper_kinematics_match_the_simulator_when_nothing_is_touched():
     untouched = (objs[:, -1] - objs[:, 0]).norm(dim=-1).amax(-1) == 0
     assert untouched.sum() > 20
     torch.testing.assert_close(guess[untouched], grip[untouched, -1], rtol=0, atol=1e-5)
+    # every step's position, as the running cost needs them
+    steps = torch.stack([gripper_kinematics(state.gripper_pos[i], actions[i:i + 1], SIM.cfg, path=True)[0]
+                         for i in range(64)])
+    torch.testing.assert_close(steps[untouched], grip[untouched, 1:], rtol=0, atol=1e-5)
+    torch.testing.assert_close(steps[:, -1], guess, rtol=0, atol=0)
 
 
 # ------------------------------------------------------------------ closed loop

@@ -57,12 +57,13 @@ def test_the_shipped_action_model_moves_pushed_objects():
 
 
 def test_the_shipped_action_model_plans_with_the_shipped_protocol():
-    """Planning floor: three fixed validation episodes (seed 500; episodes 0, 2 and 4, which
-    every planner setting tried on validation solved with the shipped weights, ending
-    0.01-0.08 from the goal) with the shipped protocol (configs/plan/pusher.yaml) and the
-    tracker cost: at least two end within the success radius, where random actions end
-    0.4-0.8 away. A regression of the weights, the model code, the rollouts, the cost or the
-    planner fails here. About 25 s on one CPU thread."""
+    """Planning floor: four fixed validation episodes (seed 500; episodes 0, 2, 4 and 7) with
+    the shipped protocol (configs/plan/pusher.yaml) and the tracker cost: at least three end
+    within the success radius and at least two within a quarter of it (measured with the
+    shipped weights and protocol: 0.005, 0.010, 0.019, 0.038; the earlier 10-step protocol
+    ended them 0.03, 0.03, 0.04, 0.17 away), where random actions end 0.47-1.0 away. A
+    regression of the weights, the model code, the rollouts, the cost or the planner fails
+    here. About 20 s on one CPU thread."""
     import dataclasses
 
     from seqvae import registry
@@ -78,10 +79,12 @@ def test_the_shipped_action_model_plans_with_the_shipped_protocol():
         plan = dataclasses.replace(plan, cost=world_cost(world, plan.cost))
         env = world.make_env(cfg.data)
         planner = planning_models(world, env, plan, model)["learned"]
-        finals = [evaluation_episode(env, planner, plan.plan_optimizer(), plan, i).final_distance for i in (0, 2, 4)]
+        episodes = (0, 2, 4, 7)
+        finals = [evaluation_episode(env, planner, plan.plan_optimizer(), plan, i).final_distance for i in episodes]
         random_finals = [evaluation_episode(env, None, plan.plan_optimizer(), plan, i).final_distance
-                         for i in (0, 2, 4)]
+                         for i in episodes]
     finally:
         torch.set_num_threads(threads)
-    assert sum(d < env.success_threshold for d in finals) >= 2, finals       # 0.031, 0.029, 0.035 measured
+    assert sum(d < env.success_threshold for d in finals) >= 3, finals
+    assert sum(d < env.success_threshold / 4 for d in finals) >= 2, finals
     assert min(random_finals) > env.success_threshold, random_finals        # the episodes are not solved by chance

@@ -14,7 +14,7 @@ from seqvae.control.environment import PlanningWorld
 from seqvae.data.spec import DataSpec
 from seqvae.io import frames_to_float
 from seqvae.registry import register_world
-from seqvae.worlds.pusher.costs import PushCostConfig, frame_pusher_cost, gripper_kinematics, pusher_object_cost
+from seqvae.worlds.pusher.costs import PushCostConfig, frame_pusher_cost, gripper_kinematics, pusher_path_cost
 from seqvae.worlds.pusher.dataset import PusherDataConfig
 from seqvae.worlds.pusher.live import ObjectPositionCheck
 from seqvae.worlds.pusher.sim import PusherSim
@@ -90,7 +90,7 @@ class TrueSimulatorModel:
     def costs(self, actions: Tensor) -> Tensor:
         state, sim = self.env.state, self.env.sim
         grip, objs, _ = sim.simulate(state.repeat(actions.shape[0]), actions.to(state.device))
-        return pusher_object_cost(objs[:, -1, 0], self.env.goal[0], grip[:, -1], sim.cfg, self.cost)
+        return pusher_path_cost(objs[:, 1:, 0], self.env.goal[0], grip[:, 1:], sim.cfg, self.cost)
 
     def preview(self, actions: Tensor) -> Tensor:
         frames, _ = self.env.sim.rollout(self.env.state, actions[None].to(self.env.state.device))
@@ -98,14 +98,16 @@ class TrueSimulatorModel:
 
 
 class PushTrackerCost:
-    """The push cost read off predicted frames (:func:`frame_pusher_cost` on the last frame).
+    """The push cost read off predicted frames (:func:`frame_pusher_cost`: the last frame, or
+    every frame with a running cost).
 
     It knows what a user would tell the robot — the goal position and the colour of the
     object to push — and, from the latest observed frame, where object 0 and the gripper
     are (the trackers' priors). The gripper of the shaping term is dead-reckoned from its
     observed position and the candidate's actions (``cost.gripper_source = "kinematics"``,
     the default: what a robot knows of its own arm) or, with ``"frames"``, located in the
-    predicted frames too.
+    predicted frames too, or with ``"kinematics_then_frames"`` looked for in them from the
+    dead-reckoned position (an arm an object blocked is where the frames show it).
     """
 
     def __init__(self, env: PusherEnv, cost: PushCostConfig | None = None) -> None:
@@ -127,8 +129,8 @@ class PushTrackerCost:
 
     def __call__(self, frames: Tensor, actions: Tensor) -> Tensor:
         final = None
-        if self.cost.gripper_source == "kinematics":
-            final = gripper_kinematics(self.gripper_prior, actions, self.sim_cfg)
+        if self.cost.gripper_source in ("kinematics", "kinematics_then_frames"):
+            final = gripper_kinematics(self.gripper_prior, actions, self.sim_cfg, path=self.cost.running > 0)
         return frame_pusher_cost(frames, self.goal, self.color, self.object_prior, self.gripper_prior,
                                  self.sim_cfg, self.cost, gripper_final=final, object_mass=self.object_mass)
 
