@@ -90,15 +90,14 @@ def pusher_path_cost(object_path: Tensor, goal: Tensor, gripper_path: Tensor | N
     """:func:`pusher_object_cost` over a plan's steps ``[N, T, 2]``: ``(1 − running) · c_T +
     running · mean_t c_t`` with ``running = cost.running`` (0: the last step's cost only)."""
     cost = cost or PushCostConfig()
-    final = pusher_object_cost(object_path[:, -1], goal, None if gripper_path is None else gripper_path[:, -1],
-                               sim_cfg, cost)
     if cost.running == 0:
-        return final
+        return pusher_object_cost(object_path[:, -1], goal, None if gripper_path is None else gripper_path[:, -1],
+                                  sim_cfg, cost)
     n, steps = object_path.shape[:2]
     flat_grip = None if gripper_path is None else gripper_path.reshape(n * steps, 2)
     goals = goal.to(object_path).expand(n, 2)[:, None].expand(n, steps, 2).reshape(n * steps, 2)
     every = pusher_object_cost(object_path.reshape(n * steps, 2), goals, flat_grip, sim_cfg, cost).reshape(n, steps)
-    return (1.0 - cost.running) * final + cost.running * every.mean(1)
+    return (1.0 - cost.running) * every[:, -1] + cost.running * every.mean(1)
 
 
 def frame_pusher_cost(frames: Tensor, goal: Tensor, object_color: Tensor, object_prior: Tensor,
@@ -126,8 +125,8 @@ def frame_pusher_cost(frames: Tensor, goal: Tensor, object_color: Tensor, object
     looked_at = frames if cost.running > 0 else frames[:, -1:]
     obj, seen = track_color(looked_at, object_color, cost.color_temperature, object_prior.expand(n, 2), cost.window)
     grip = gripper_final
+    inner = torch.tensor(GRIPPER_INNER, device=frames.device)   # the gripper's dark inside
     if grip is None and gripper_prior is not None and cost.shaping > 0:
-        inner = torch.tensor(GRIPPER_INNER, device=frames.device)
         grip, _ = track_color(looked_at, inner, cost.gripper_temperature, gripper_prior.expand(n, 2), cost.window)
     elif grip is not None:
         if grip.dim() == 2:
@@ -135,7 +134,6 @@ def frame_pusher_cost(frames: Tensor, goal: Tensor, object_color: Tensor, object
                 raise ValueError("a running cost needs the gripper at every step: gripper_final [N, T, 2]")
             grip = grip[:, None]
         if cost.gripper_source == "kinematics_then_frames":
-            inner = torch.tensor(GRIPPER_INNER, device=frames.device)
             grip = locate_color(looked_at, inner, cost.gripper_temperature, prior=grip, window=cost.window)
     total = pusher_path_cost(obj, goal, grip, sim_cfg, cost)
     if object_mass is not None and cost.lost_penalty > 0:
