@@ -489,6 +489,35 @@ def test_video_model_planner_plans_from_frames_only():
         VideoModelPlanner(_action_free(), PushTrackerCost(env))
 
 
+def test_video_model_planner_with_prior_means_is_deterministic_and_is_the_zero_noise_rollout():
+    """latent="mean": every latent is its distribution's mean, so the costs do not depend on
+    the planner's seed and equal the cost of rollouts given zero noise; drawn latents give
+    other costs (the tiny model's prior is not a point mass: about 1e-3 apart here)."""
+    from seqvae.control.rollout import rollout
+
+    model = tiny_action_model()
+    env = started(episode_seed(0, 1))
+    acts = torch.rand(6, 3, 2, generator=gen(1)) * 2 - 1
+    costs = {}
+    for latent, seed in [("mean", 5), ("mean", 6), ("sample", 5)]:
+        lm = VideoModelPlanner(model, PushTrackerCost(env), seed=0, latent=latent)
+        lm.reset(env, seed=seed)
+        costs[latent, seed] = lm.costs(acts)
+    torch.testing.assert_close(costs["mean", 5], costs["mean", 6], rtol=0, atol=0)
+    assert (costs["mean", 5] != costs["sample", 5]).all()
+    ctx, ctx_acts = lm._context()
+    zero = torch.zeros(1, 1, lm.n_ctx - 1 + 3, model.z_dim)
+    direct = rollout(lm.model, ctx, acts[None], 1, generator=None, context_actions=ctx_acts, noise=zero,
+                     cost_fn=lambda f, i: lm.cost(f, acts[i[:, 1]]), return_frames=False)
+    torch.testing.assert_close(costs["mean", 5], direct.costs[0, :, 0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="samples must be 1"):
+        VideoModelPlanner(model, PushTrackerCost(env), samples=2, latent="mean")
+    with pytest.raises(ValueError, match="latent must be one of"):
+        VideoModelPlanner(model, PushTrackerCost(env), latent="median")
+    with pytest.raises(ValueError, match="plan.samples=1"):
+        PlanEvalConfig(latent="mean", samples=3)
+
+
 def _action_free():
     from seqvae.data.spec import DataSpec
     from seqvae.likelihoods.gaussian import OptimalSigmaGaussian

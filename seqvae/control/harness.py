@@ -21,7 +21,7 @@ from seqvae.control.episode_video import render_episode, row_order
 from seqvae.control.mpc import EpisodeRecord, run_episode
 from seqvae.control.mppi import MPPIConfig
 from seqvae.control.optimizers import OPTIMIZERS, PlanOptimizer
-from seqvae.control.planner import PlanningModel, VideoModelPlanner
+from seqvae.control.planner import LATENTS, PlanningModel, VideoModelPlanner
 from seqvae.io import atomic_write_text, plain
 from seqvae.models.base import VideoPredictor
 from seqvae.progress import Bar
@@ -44,6 +44,7 @@ class PlanEvalConfig:
     seed: int = 0                        # episode i starts from (seed, i)
     success_threshold: float = 0.0       # final distance below this counts (0: the world's own)
     samples: int = 1                     # learned model: futures per candidate the cost is averaged over
+    latent: str = "sample"               # learned model: latents drawn from the prior ("sample") or its mean
     precision: str = "auto"              # learned model's rollouts (seqvae.amp)
     render_episodes: int = 3             # MP4s for the first few episodes (0: none)
     methods: tuple[str, ...] = METHODS
@@ -62,6 +63,10 @@ class PlanEvalConfig:
             raise ValueError(f"plan.replan_every must be at least 1, got {self.replan_every}")
         if self.samples < 1:
             raise ValueError(f"plan.samples must be at least 1, got {self.samples}")
+        if self.latent not in LATENTS:
+            raise ValueError(f"plan.latent must be one of {', '.join(LATENTS)}, got {self.latent!r}")
+        if self.latent == "mean" and self.samples != 1:
+            raise ValueError(f"plan.latent=mean gives one future per candidate: set plan.samples=1 (got {self.samples})")
         if self.render_episodes < 0:
             raise ValueError(f"plan.render_episodes must be 0 or more, got {self.render_episodes}")
         unknown = [m for m in self.methods if m not in METHODS]
@@ -161,7 +166,7 @@ def planning_models(world: PlanningWorld, env: Environment, cfg: PlanEvalConfig,
                 raise ValueError("method 'learned' needs a trained action-conditioned model (checkpoint=... or "
                                  "pretrained=...)")
             backends[name] = VideoModelPlanner(model, planning_cost(world, env, cfg), samples=cfg.samples,
-                                               seed=cfg.seed, precision=cfg.precision)
+                                               seed=cfg.seed, precision=cfg.precision, latent=cfg.latent)
     return backends
 
 

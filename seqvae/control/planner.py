@@ -35,6 +35,9 @@ class PlanningModel(Protocol):
         """The future a plan ``[horizon, A]`` is expected to bring, ``[horizon, C, H, W]`` in [0, 1]."""
 
 
+LATENTS = ("sample", "mean")
+
+
 class VideoModelPlanner:
     """An action-conditioned video predictor as the planner's model of the world.
 
@@ -42,7 +45,9 @@ class VideoModelPlanner:
     ``n_past`` frames and the actions between them as context; at the start of an episode
     the first frame is repeated with zero actions (exactly what a still scene looks like).
     A candidate's cost is ``cost`` of its predicted frames, averaged over ``samples``
-    futures (common random numbers across candidates, see :mod:`seqvae.control.rollout`).
+    futures (common random numbers across candidates, see :mod:`seqvae.control.rollout`);
+    with ``latent="mean"`` every latent is its distribution's mean (zero noise: one
+    deterministic future per candidate, the most likely one under the prior).
     It plans with :func:`~seqvae.control.rollout.rollout_copy` of ``model`` (BatchNorm
     folded, channels_last: the same predictions for less time), made when it is built.
     """
@@ -50,11 +55,17 @@ class VideoModelPlanner:
     name = "learned"
 
     def __init__(self, model: VideoPredictor, cost: FrameCost, samples: int = 1, seed: int = 0,
-                 precision: str = "auto", max_batch: int | None = None, name: str = "learned") -> None:
+                 precision: str = "auto", max_batch: int | None = None, name: str = "learned",
+                 latent: str = "sample") -> None:
         if not model.action_dim:
             raise ValueError("planning needs an action-conditioned model (train with model.action_conditioned=true)")
         if samples < 1:
             raise ValueError(f"samples (futures per candidate) must be at least 1, got {samples}")
+        if latent not in LATENTS:
+            raise ValueError(f"latent must be one of {', '.join(LATENTS)}, got {latent!r}")
+        if latent == "mean" and samples != 1:
+            raise ValueError(f"latent='mean' gives one deterministic future per candidate: samples must be 1, got {samples}")
+        self.latent = latent
         self.model, self.cost, self.samples, self.seed = rollout_copy(model), cost, samples, seed
         self.precision, self.max_batch, self.name = precision, max_batch, name
         self.n_ctx = model.n_past
@@ -97,11 +108,17 @@ class VideoModelPlanner:
         self._candidates = actions.to(self.device, torch.float32)
         out = rollout(self.model, ctx, actions[None].to(self.device), self.samples, generator=self.generator,
                       context_actions=acts, cost_fn=self._cost_fn, return_frames=False,
-                      precision=self.precision, max_batch=self.max_batch)
+                      precision=self.precision, max_batch=self.max_batch, noise=self._noise(ctx, actions.shape[1]))
         return out.costs[0].mean(-1)                                            # (K,)
+
+    def _noise(self, ctx: Tensor, horizon: int) -> Tensor | None:
+        """Zero latent noise (each latent its mean) with ``latent="mean"``; else None (drawn)."""
+        if self.latent != "mean" or not self.model.z_dim:
+            return None
+        return ctx.new_zeros(1, 1, self.n_ctx - 1 + horizon, self.model.z_dim)
 
     def preview(self, actions: Tensor) -> Tensor:
         ctx, acts = self._context()
         out = rollout(self.model, ctx, actions[None, None].to(self.device), 1, generator=self.preview_generator,
-                      context_actions=acts, precision=self.precision)
+                      context_actions=acts, precision=self.precision, noise=self._noise(ctx, actions.shape[0]))
         return out.frames[0, 0, 0]
