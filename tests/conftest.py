@@ -33,3 +33,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def pusher_test_batch():
+    """24 test-split episodes of 14 steps of the shipped models' pushing world (2 objects),
+    stacked into one batch; frames float in [0, 1]."""
+    from seqvae.worlds.pusher.dataset import PusherDataConfig, PusherDataset
+    from seqvae.worlds.pusher.world import PusherConfig
+
+    world = PusherConfig(num_objects=2, gripper_radius=0.18, object_radius=0.2, texture_contrast=0.35)
+    items = PusherDataset(PusherDataConfig(seq_len=14, world=world), "test").__getitems__(list(range(24)))
+    batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    batch["frames"] = batch["frames"].float() / 255
+    return batch

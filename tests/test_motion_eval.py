@@ -12,15 +12,11 @@ N_CTX, T = 2, 14
 
 
 @pytest.fixture(scope="module")
-def episodes():
-    ds = PusherDataset(PusherDataConfig(seq_len=T, world=PusherConfig(num_objects=2, gripper_radius=0.18,
-                                                                     object_radius=0.2, texture_contrast=0.35)), "test")
-    items = ds.__getitems__(list(range(24)))
-    batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-    frames = batch["frames"].float() / 255
+def episodes(pusher_test_batch):
+    frames = pusher_test_batch["frames"]
     return {"truth": frames[:, N_CTX:], "last_context": frames[:, N_CTX - 1],
-            "object_pos": batch["object_pos"][:, N_CTX - 1:], "object_mask": batch["object_mask"],
-            "object_color": batch["object_color"]}
+            "object_pos": pusher_test_batch["object_pos"][:, N_CTX - 1:],
+            "object_mask": pusher_test_batch["object_mask"], "object_color": pusher_test_batch["object_color"]}
 
 
 def motion(episodes, samples):

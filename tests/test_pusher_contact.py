@@ -8,23 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqvae.worlds.pusher.dataset import PusherDataConfig, PusherDataset
-from seqvae.worlds.pusher.world import PusherConfig
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tools.pusher_contact import main, sample_parts, summarize, true_parts  # noqa: E402
 
 N_CTX, T, REACH = 2, 14, 0.18 + 0.2 + 0.05
-
-
-@pytest.fixture(scope="module")
-def batch():
-    ds = PusherDataset(PusherDataConfig(seq_len=T, world=PusherConfig(num_objects=2, gripper_radius=0.18,
-                                                                     object_radius=0.2, texture_contrast=0.35)), "test")
-    items = ds.__getitems__(list(range(24)))
-    out = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-    out["frames"] = out["frames"].float() / 255
-    return out
 
 
 def figures(batch, samples):
@@ -33,7 +20,8 @@ def figures(batch, samples):
     return summarize(sums, batch["frames"].shape[0], samples.shape[0])
 
 
-def test_the_true_frames_reach_and_push_as_the_truth_does_and_a_frozen_frame_does_neither(batch):
+def test_the_true_frames_reach_and_push_as_the_truth_does_and_a_frozen_frame_does_neither(pusher_test_batch):
+    batch = pusher_test_batch
     truth = batch["frames"][:, N_CTX:]
     exact = figures(batch, torch.stack([truth, truth]))
     assert exact.gripper_travel_true > 0.4 and exact.reached_true > 0.3        # the random policy reaches objects

@@ -66,7 +66,8 @@ class PlanEvalConfig:
         if self.latent not in LATENTS:
             raise ValueError(f"plan.latent must be one of {', '.join(LATENTS)}, got {self.latent!r}")
         if self.latent == "mean" and self.samples != 1:
-            raise ValueError(f"plan.latent=mean gives one future per candidate: set plan.samples=1 (got {self.samples})")
+            raise ValueError(f"plan.latent=mean gives one future per candidate: set plan.samples=1 "
+                             f"(got {self.samples})")
         if self.render_episodes < 0:
             raise ValueError(f"plan.render_episodes must be 0 or more, got {self.render_episodes}")
         unknown = [m for m in self.methods if m not in METHODS]

@@ -64,7 +64,8 @@ class VideoModelPlanner:
         if latent not in LATENTS:
             raise ValueError(f"latent must be one of {', '.join(LATENTS)}, got {latent!r}")
         if latent == "mean" and samples != 1:
-            raise ValueError(f"latent='mean' gives one deterministic future per candidate: samples must be 1, got {samples}")
+            raise ValueError(f"latent='mean' gives one deterministic future per candidate: samples must be 1, "
+                             f"got {samples}")
         self.latent = latent
         self.model, self.cost, self.samples, self.seed = rollout_copy(model), cost, samples, seed
         self.precision, self.max_batch, self.name = precision, max_batch, name
