@@ -11,11 +11,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tools.pusher_contact import main, sample_parts, summarize, true_parts  # noqa: E402
 
-N_CTX, T, REACH = 2, 14, 0.18 + 0.2 + 0.05
+N_CTX, REACH = 2, 0.18 + 0.2 + 0.05
 
 
 def figures(batch, samples):
-    sums = {k: float(v) for k, v in {**true_parts(batch, N_CTX, T - N_CTX, REACH),
+    n_future = batch["frames"].shape[1] - N_CTX
+    sums = {k: float(v) for k, v in {**true_parts(batch, N_CTX, n_future, REACH),
                                      **sample_parts(samples, batch, N_CTX, REACH)}.items()}
     return summarize(sums, batch["frames"].shape[0], samples.shape[0])
 

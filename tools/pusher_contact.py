@@ -75,13 +75,14 @@ def sample_parts(samples: Tensor, batch: dict[str, Tensor], n_ctx: int, reach: f
     frames of a pusher ``batch``) of the tracked gripper's travel, the objects it reaches and
     the tracked travel of the objects reached and not reached."""
     s, f = samples.shape[0], samples.shape[2]
+    samples = samples.float()
     grip, objects, mask = _paths(batch, n_ctx, f)
     inner = torch.tensor(GRIPPER_INNER, device=samples.device).expand(grip.shape[0], 1, 3)
-    tracked_grip = track_objects(samples.float(), inner.expand(s, -1, -1, -1),
+    tracked_grip = track_objects(samples, inner.expand(s, -1, -1, -1),
                                  grip[None, :, :1].expand(s, -1, -1, -1))[..., 0, :]        # [S, B, F, 2]
     colors = batch["object_color"].float()
     start = objects[:, 0]                                                                # [B, K, 2]
-    tracked = track_objects(samples.float(), colors.expand(s, -1, -1, -1), start.expand(s, -1, -1, -1))
+    tracked = track_objects(samples, colors.expand(s, -1, -1, -1), start.expand(s, -1, -1, -1))
     reached = ((tracked_grip[:, :, :, None] - start[None, :, None]).norm(dim=-1).min(2).values < reach) & mask
     travel = (tracked[:, :, -1] - start).norm(dim=-1)                                    # [S, B, K]
     return {"gripper": (tracked_grip[:, :, -1] - grip[None, :, 0]).norm(dim=-1).sum(),
