@@ -95,6 +95,25 @@ def test_k_candidates_in_one_call_equal_k_separate_calls(model):
     torch.testing.assert_close(same.frames[:, 0], same.frames[:, 1], **TOL)
 
 
+def test_the_candidates_of_a_context_share_one_pass_over_it(model):
+    """The K candidates of a (context, sample) start from one state: the encoder sees each
+    context once per (b, s) and then the predicted frames it feeds back (all but the last),
+    one per rollout; a rollout chunk holding part of a (b, s)'s candidates takes that
+    context in again (chunks are independent). The frames equal per-candidate predict calls
+    (tests above)."""
+    frames_encoded = []
+    hook = model.encoder.register_forward_hook(lambda m, inputs, out: frames_encoded.append(inputs[0].shape[0]))
+    try:
+        k = 3
+        rollout(model, context(), candidates(k), S, generator=gen(5), **FP32, max_batch=1000)
+        assert frames_encoded == [B * S * N_CTX] + [B * k * S] * (HORIZON - 1)
+        frames_encoded.clear()
+        rollout(model, context(), candidates(k), S, generator=gen(5), **FP32, max_batch=k * S)   # one b per chunk
+        assert frames_encoded == ([S * N_CTX] + [k * S] * (HORIZON - 1)) * B
+    finally:
+        hook.remove()
+
+
 def test_chunked_equals_unchunked(model):
     ctx, acts = context(), candidates(3)
     full = rollout(model, ctx, acts, S, generator=gen(5), **FP32, max_batch=1000)

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from seqvae import amp
 from seqvae.io import frames_to_float
-from seqvae.models.base import VideoPredictor, eval_mode
+from seqvae.models.base import SteppedPredictor, VideoPredictor, eval_mode
 from seqvae.nets.fusion import fold_batchnorm
 
 # cost_fn(frames[n, horizon, C, H, W] float in [0, 1], index[n, 3] long: (b, k, s) of each row) -> costs[n]
@@ -150,6 +150,23 @@ def _check_inputs(model: VideoPredictor, context: Tensor, actions: Tensor | None
     return actions.shape[1], actions.shape[2], a_dim
 
 
+def _dream_from_shared_context(model: SteppedPredictor, ctx: Tensor, n_ctx: int, horizon: int, num_samples: int,
+                               bi: Tensor, si: Tensor, actions: Tensor | None, noise: Tensor | None,
+                               generator: torch.Generator | None) -> Tensor:
+    """``model.predict(ctx[bi], horizon, actions, noise=noise)`` for a chunk of rows, with each
+    distinct context row ``(b, s)`` taken in once (:meth:`~seqvae.models.base.SteppedPredictor.begin`)
+    and its state copied to the rows that start from it."""
+    starts, row_start = torch.unique(bi * num_samples + si, return_inverse=True)
+    b0 = starts // num_samples
+    # the context's actions and latents are the same for every candidate of a (b, s): take any row's
+    row_of_start = torch.zeros_like(starts).scatter_(0, row_start, torch.arange(bi.numel(), device=bi.device))
+    ctx_actions = None if actions is None else actions[row_of_start, : n_ctx - 1]
+    ctx_noise = None if noise is None else noise[row_of_start, : n_ctx - 1]
+    state = model.begin(ctx[b0], ctx_actions, generator, ctx_noise)
+    return model.dream(state.take(row_start), horizon, None if actions is None else actions[:, n_ctx - 1 :],
+                       generator, False, None if noise is None else noise[:, n_ctx - 1 :])
+
+
 @torch.no_grad()
 def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = None, num_samples: int = 1, *,
             generator: torch.Generator | None, horizon: int | None = None, context_actions: Tensor | None = None,
@@ -263,6 +280,10 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
         chunks = [(lo, min(n_rows, lo + max_batch), min(n_rows, lo + max_batch) - lo)
                   for lo in range(0, n_rows, max_batch)]
         predict = model.predict
+    # Rows of one (b, s) share their context (and its latents): a stepped model takes it in
+    # once per chunk and hands the state to the K candidates (not under CUDA graphs, which
+    # capture predict whole).
+    shared_context = not cuda_graphs and k > 1 and isinstance(model, SteppedPredictor)
     with eval_mode(model):
         for lo, hi, size in chunks:
             rows = torch.arange(lo, hi, device=device)
@@ -273,9 +294,14 @@ def rollout(model: VideoPredictor, context: Tensor, actions: Tensor | None = Non
             if cuda_graphs and device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()   # the previous chunk's graph outputs are copied out
             with amp.autocast(device, dtype):
-                # with explicit noise the generator is not used; a graph gets no Generator object
-                pred = predict(ctx[bi], horizon, chunk_actions,
-                               generator=None if cuda_graphs and noise is not None else generator, noise=chunk_noise)
+                if shared_context:
+                    pred = _dream_from_shared_context(model, ctx, n_ctx, horizon, s, bi, si, chunk_actions,
+                                                      chunk_noise, generator)
+                else:
+                    # with explicit noise the generator is not used; a graph gets no Generator object
+                    pred = predict(ctx[bi], horizon, chunk_actions,
+                                   generator=None if cuda_graphs and noise is not None else generator,
+                                   noise=chunk_noise)
             pred = pred[: rows.numel()].float().clamp(0.0, 1.0)                 # [n, horizon, C, H, W], a copy
             bi, ki, si = bi[: rows.numel()], ki[: rows.numel()], si[: rows.numel()]
             if frames_out is not None:

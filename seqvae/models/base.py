@@ -17,7 +17,7 @@ and ``scalars``.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -83,6 +83,24 @@ class VideoPredictor(Protocol):
                 noise: Tensor | None = None) -> Tensor: ...
 
     def rollout_row_bytes(self, horizon: int, keep_frames: bool) -> int: ...
+
+
+@runtime_checkable
+class SteppedPredictor(VideoPredictor, Protocol):
+    """A :class:`VideoPredictor` whose ``predict(context, ...)`` is ``dream(begin(context,
+    ...), ...)``: ``begin(context[B, n_ctx, C, H, W], actions[B, n_ctx - 1, A], generator,
+    noise[B, n_ctx - 1, z_dim])`` takes in the context and returns a state with
+    ``take(rows[n])`` (the state of those rows, repeated as asked); ``dream(state, n_future,
+    actions[B, n_future, A], generator, sample_pixels, noise[B, n_future, z_dim])`` predicts
+    from it. Rollouts whose rows share a context take it in once (see
+    :func:`seqvae.control.rollout.rollout`)."""
+
+    def begin(self, context: Tensor, actions: Tensor | None = None, generator: torch.Generator | None = None,
+              noise: Tensor | None = None) -> Any: ...
+
+    def dream(self, state: Any, n_future: int, actions: Tensor | None = None,
+              generator: torch.Generator | None = None, sample_pixels: bool = False,
+              noise: Tensor | None = None) -> Tensor: ...
 
 
 def is_video_model(model: nn.Module) -> bool:

@@ -95,6 +95,16 @@ class StepState:
     h_prev: Tensor                   # [B, 1, g_dim]
     terms: list[Tensor]
 
+    def take(self, rows: Tensor) -> StepState:
+        """The state of rollouts ``rows`` (long ``[n]``; a row may be taken many times), e.g. one
+        context's state handed to every candidate that starts from it."""
+        def lstm(state: LSTMState | None) -> LSTMState | None:   # [layers, B, hidden]: rows are dim 1
+            return None if state is None else (state[0][:, rows], state[1][:, rows])
+
+        rnn = SVGState(predictor=lstm(self.rnn.predictor), prior=lstm(self.rnn.prior),
+                       posterior=lstm(self.rnn.posterior))
+        return StepState(rnn=rnn, h_prev=self.h_prev[rows], terms=[t[rows] for t in self.terms])
+
 
 @dataclass
 class Transition:
@@ -335,29 +345,48 @@ class SVG(SequenceVAE):
         if n_future <= 0:
             return context.new_zeros((b, 0, *context.shape[2:]), dtype=torch.float32)
         actions = self._actions(actions, n_ctx + n_future - 1, b)
-        h, skips = self.encode(context)                                            # [B, n_ctx, g], one call
-        state = self.init_state(b, context.device)
-        if n_ctx > 1:  # warm-up on the context, posterior latents
-            _, state = self.transition(h[:, :-1], state, h_next=h[:, 1:],
-                                       actions=None if actions is None else actions[:, : n_ctx - 1],
-                                       generator=generator, noise=None if noise is None else noise[:, : n_ctx - 1])
-        terms = self.decoder.skip_terms([s[:, -1] for s in skips])                # last context frame, (B, ·)
-        h_prev = h[:, -1:]                                                         # [B, 1, g]
+        start = self.begin(context, None if actions is None else actions[:, : n_ctx - 1], generator,
+                           None if noise is None else noise[:, : n_ctx - 1])
+        return self.dream(start, n_future, None if actions is None else actions[:, n_ctx - 1 :], generator,
+                          sample_pixels, None if noise is None else noise[:, n_ctx - 1 :])
+
+    @torch.no_grad()
+    def dream(self, state: StepState, n_future: int, actions: Tensor | None = None,
+              generator: torch.Generator | None = None, sample_pixels: bool = False,
+              noise: Tensor | None = None) -> Tensor:
+        """:meth:`predict`'s loop from a state of :meth:`begin` (or :meth:`step`): ``n_future``
+        frames ``[B, n_future, C, H, W]``, each fed back as the next input; ``actions[B, >=
+        n_future, A]`` (``actions[:, k]`` moves the latest frame to predicted frame ``k``),
+        ``noise[B, >= n_future, z_dim]`` replaces ``generator``'s draws. ``predict(context, ...)``
+        is ``dream(begin(context, ...), ...)``; a planner whose candidates share a context
+        begins once and dreams from :meth:`StepState.take` copies of that state."""
+        b = state.h_prev.shape[0]
+        actions = self._actions(actions, n_future, b)
         frames = []
         for k in range(n_future):
-            t = n_ctx + k  # index of the frame being predicted
-            a = None if actions is None else actions[:, t - 1 : t]
-            step_noise = None if noise is None else noise[:, t - 1 : t]
-            out, state = self.transition(h_prev, state, actions=a, generator=generator, noise=step_noise)
-            params = self.decoder(rearrange(out.g, "b 1 g -> b g"), terms)        # [B, P, H, W]
-            frame = self.likelihood.sample(params, generator) if sample_pixels else self.likelihood.mean(params)
+            a = None if actions is None else actions[:, k : k + 1]
+            step_noise = None if noise is None else noise[:, k : k + 1]
+            frame, rnn = self._next_frame(state, a, generator, step_noise, sample_pixels)
             frames.append(frame)
             if k + 1 < n_future:
-                h_new, new_skips = self.encoder(frame)                            # the generated frame
-                h_prev = rearrange(h_new, "b g -> b 1 g")
-                if self.skip == "last_frame":
-                    terms = self.decoder.skip_terms(new_skips)
+                state = self._fed_back(frame, rnn, state.terms)
         return torch.stack(frames, 1)
+
+    def _next_frame(self, state: StepState, action: Tensor | None, generator: torch.Generator | None,
+                    noise: Tensor | None, sample_pixels: bool = False) -> tuple[Tensor, SVGState]:
+        """One prior transition and one decoder call: the next frame ``[B, C, H, W]`` (the head's
+        mean, or a pixel sample) and the LSTM state after it."""
+        out, rnn = self.transition(state.h_prev, state.rnn, actions=action, generator=generator, noise=noise)
+        params = self.decoder(rearrange(out.g, "b 1 g -> b g"), state.terms)        # [B, P, H, W]
+        frame = self.likelihood.sample(params, generator) if sample_pixels else self.likelihood.mean(params)
+        return frame, rnn
+
+    def _fed_back(self, frame: Tensor, rnn: SVGState, terms: list[Tensor]) -> StepState:
+        """The state that goes on from a generated ``frame``: its code (and, with
+        ``skip="last_frame"``, its skips) as the latest frame."""
+        h_new, new_skips = self.encoder(frame)
+        terms = self.decoder.skip_terms(new_skips) if self.skip == "last_frame" else terms
+        return StepState(rnn=rnn, h_prev=rearrange(h_new, "b g -> b 1 g"), terms=terms)
 
     # ------------------------------------------------------- frame by frame
     @torch.no_grad()
@@ -396,12 +425,9 @@ class SVG(SequenceVAE):
         a = None if not self.action_dim else self._actions(action[:, None] if action is not None else None, 1,
                                                             state.h_prev.shape[0])
         step_noise = None if noise is None else noise.reshape(noise.shape[0], 1, -1)
-        out, rnn = self.transition(state.h_prev, state.rnn, actions=a, generator=generator, noise=step_noise)
-        frame = self.likelihood.mean(self.decoder(rearrange(out.g, "b 1 g -> b g"), state.terms))
+        frame, rnn = self._next_frame(state, a, generator, step_noise)
         if observed is None:
-            h_new, new_skips = self.encoder(frame)
-            terms = self.decoder.skip_terms(new_skips) if self.skip == "last_frame" else state.terms
-            return frame, StepState(rnn=rnn, h_prev=rearrange(h_new, "b g -> b 1 g"), terms=terms)
+            return frame, self._fed_back(frame, rnn, state.terms)
         h_true, true_skips = self.encoder(observed.float())
         h_true = rearrange(h_true, "b g -> b 1 g")
         _, rnn = self.transition(state.h_prev, state.rnn, h_next=h_true, actions=a, generator=generator,
