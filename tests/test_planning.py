@@ -117,6 +117,27 @@ def test_cem_population_decays_to_twice_the_elites():
         CEMConfig(population_decay=0.5)
 
 
+def test_kept_elites_keep_their_costs_without_rescoring():
+    """With a deterministic cost, scoring the kept elites again changes nothing: without
+    rescoring CEM finds the same plan through the same iterations while scoring only the
+    fresh candidates after the first iteration (60, then 30 less 8 kept)."""
+    def quadratic(actions):
+        sizes.append(actions.shape[0])
+        return ((actions - 0.3) ** 2).sum((1, 2))
+
+    found = {}
+    for rescore in (True, False):
+        sizes = []
+        cfg = CEMConfig(iterations=3, candidates=60, elites=8, horizon=4, population_decay=2.0,
+                        rescore_kept_elites=rescore)
+        found[rescore] = cem_plan(quadratic, 2, cfg, gen(3))
+        assert found[rescore][1].evaluations == sum(sizes) == cfg.evaluations()   # what it scored
+    assert sizes == [60, 22, 8]          # populations 60, 30, 16 (floor 2 × 8), less the 8 kept
+    torch.testing.assert_close(found[True][0], found[False][0], rtol=0, atol=0)
+    assert found[True][1].best_per_iteration == found[False][1].best_per_iteration
+    assert "kept elites not scored again" in PlanOptimizer("cem", cfg).describe()
+
+
 def test_carried_elites_are_scored_first_and_a_good_one_survives():
     """A narrow optimum far from the sampling mean: fresh samples (std 0.05 around 0) never
     come near it, so only a carried elite can. Carried into the next call (shifted by the
@@ -516,6 +537,29 @@ def test_video_model_planner_with_prior_means_is_deterministic_and_is_the_zero_n
         VideoModelPlanner(model, PushTrackerCost(env), latent="median")
     with pytest.raises(ValueError, match="plan.samples=1"):
         PlanEvalConfig(latent="mean", samples=3)
+
+
+def test_video_model_planner_can_score_a_whole_plan_on_the_same_latents():
+    """redraw_latents=False: the latents are drawn once per situation, as the first scoring
+    call would draw them, and every later call there reuses them (the same candidates cost
+    the same); by default each call draws anew. A new observation draws new latents."""
+    model = tiny_action_model()
+    env = started(episode_seed(0, 1))
+    acts = torch.rand(6, 3, 2, generator=gen(1)) * 2 - 1
+    calls = {}
+    for redraw in (True, False):
+        lm = VideoModelPlanner(model, PushTrackerCost(env), samples=2, seed=0, redraw_latents=redraw)
+        lm.reset(env, seed=5)
+        calls[redraw] = [lm.costs(acts), lm.costs(acts)]
+        if not redraw:
+            drawn = lm._latents.clone()
+            env.step(acts[0, 0])
+            lm.observe(env, acts[0, 0])
+            lm.costs(acts)
+            assert (lm._latents - drawn).abs().min() > 0
+    torch.testing.assert_close(calls[False][0], calls[True][0], rtol=0, atol=0)   # the same first draw
+    torch.testing.assert_close(calls[False][1], calls[False][0], rtol=0, atol=0)
+    assert (calls[True][1] - calls[True][0]).abs().max() > 1e-4
 
 
 def _action_free():

@@ -22,8 +22,14 @@ class CEMConfig:
     ``new = momentum · old + (1 − momentum) · elite statistic`` (std floored at
     ``min_std``). ``noise_smoothing`` β correlates the sampling noise in time
     (``ε_t = β ε_{t−1} + √(1 − β²) n_t``: smoother, more exploratory sequences).
-    ``keep_elites``: the previous iteration's elites are evaluated again in place of as
-    many fresh samples, so the best cost found never gets worse by resampling.
+    ``keep_elites``: the previous iteration's elites take the place of as many fresh
+    samples, so the best cost found never gets worse by resampling; with
+    ``rescore_kept_elites`` they are scored again (right for a noisy cost, which then gets a
+    second opinion), else they keep the cost they were found with and only the fresh
+    samples are scored (right when a plan's cost does not change between the iterations of
+    one call: a deterministic model, or a stochastic one that scores every iteration with
+    the same latents, e.g. :class:`~seqvae.control.planner.VideoModelPlanner` with
+    ``redraw_latents=False``; it saves ``elites`` rollouts per iteration after the first).
 
     Two settings of iCEM (Pinneri et al. 2020, "Sample-efficient cross-entropy method for
     real-time planning") spend fewer rollouts for the same plan quality:
@@ -44,6 +50,7 @@ class CEMConfig:
     momentum: float = 0.1
     noise_smoothing: float = 0.0
     keep_elites: bool = True
+    rescore_kept_elites: bool = True
     population_decay: float = 1.0
     carry_elites: bool = False
     action_low: float = -1.0
@@ -73,8 +80,15 @@ class CEMConfig:
         return max(floor, round(self.candidates / self.population_decay ** iteration))
 
     def evaluations(self) -> int:
-        """Candidate sequences one :func:`cem_plan` call scores."""
-        return sum(self.population(i) for i in range(self.iterations))
+        """Candidate sequences one :func:`cem_plan` call scores (the elites kept from one
+        iteration to the next are not scored again without ``rescore_kept_elites``)."""
+        return sum(self.scored_in(i) for i in range(self.iterations))
+
+    def scored_in(self, iteration: int) -> int:
+        """Candidates :func:`cem_plan` scores in ``iteration``: its population, less the
+        elites kept from the iteration before when they keep their costs."""
+        kept = self.elites if iteration > 0 and self.keep_elites and not self.rescore_kept_elites else 0
+        return self.population(iteration) - kept
 
 
 @dataclass
@@ -151,6 +165,7 @@ def cem_plan(predict_costs: Callable[[Tensor], Tensor], action_dim: int, cfg: CE
     std = torch.full((h, a), cfg.init_std, device=device)
     best, best_cost = mean.clone(), math.inf
     elites = start_elites(init_elites, h, a, low, high, device, cfg.population(0))
+    elite_costs = torch.empty(0, device=device)                     # the elites' costs (once scored)
     best_per_iter, elite_mean_per_iter = [], []
     beta = cfg.noise_smoothing
     for i in range(cfg.iterations):
@@ -162,9 +177,12 @@ def cem_plan(predict_costs: Callable[[Tensor], Tensor], action_dim: int, cfg: CE
         cand = (mean + std * eps).clamp(low, high)                                  # [K, H, A]
         if elites is not None and (i == 0 or cfg.keep_elites):   # carried in, or kept from the last iteration
             cand[: elites.shape[0]] = elites
-        costs = scored(predict_costs, cand)
+        if i > 0 and cfg.keep_elites and not cfg.rescore_kept_elites:   # kept elites keep their costs
+            costs = torch.cat([elite_costs, scored(predict_costs, cand[elites.shape[0]:])])
+        else:
+            costs = scored(predict_costs, cand)
         order = torch.argsort(costs, stable=True)
-        elites = cand[order[: cfg.elites]]
+        elites, elite_costs = cand[order[: cfg.elites]], costs[order[: cfg.elites]]
         if float(costs[order[0]]) < best_cost:
             best_cost, best = float(costs[order[0]]), cand[order[0]].clone()
         best_per_iter.append(float(costs[order[0]]))

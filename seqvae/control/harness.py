@@ -45,6 +45,9 @@ class PlanEvalConfig:
     success_threshold: float = 0.0       # final distance below this counts (0: the world's own)
     samples: int = 1                     # learned model: futures per candidate the cost is averaged over
     latent: str = "sample"               # learned model: latents drawn from the prior ("sample") or its mean
+    redraw_latents: bool = True          # learned model: new latents for every scoring call (true) or once per
+                                         # step, shared by the iterations of its plan (false; see
+                                         # VideoModelPlanner)
     precision: str = "auto"              # learned model's rollouts (seqvae.amp)
     render_episodes: int = 3             # MP4s for the first few episodes (0: none)
     methods: tuple[str, ...] = METHODS
@@ -104,6 +107,8 @@ def describe_protocol(cfg: PlanEvalConfig) -> str:
     optimizer = cfg.plan_optimizer()
     horizon = f"horizon {optimizer.horizon}" + (" (cut at the episode's end)" if cfg.end_aware else "")
     text = f"{optimizer.describe()}, {horizon}, replan every {cfg.replan_every} of {cfg.steps} steps"
+    if not cfg.redraw_latents and cfg.latent == "sample":
+        text += ", the learned model's latents drawn once per step"
     if cfg.objective != "world":
         text += f", cost {cfg.objective}"
     describe_cost = getattr(cfg.cost, "describe", None)
@@ -167,7 +172,8 @@ def planning_models(world: PlanningWorld, env: Environment, cfg: PlanEvalConfig,
                 raise ValueError("method 'learned' needs a trained action-conditioned model (checkpoint=... or "
                                  "pretrained=...)")
             backends[name] = VideoModelPlanner(model, planning_cost(world, env, cfg), samples=cfg.samples,
-                                               seed=cfg.seed, precision=cfg.precision, latent=cfg.latent)
+                                               seed=cfg.seed, precision=cfg.precision, latent=cfg.latent,
+                                               redraw_latents=cfg.redraw_latents)
     return backends
 
 

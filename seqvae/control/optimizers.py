@@ -82,6 +82,7 @@ class PlanOptimizer:
             counts = f"{s.iterations} × {s.candidates}" if s.population_decay == 1 else sizes
             carried = ", elites carried to the next plan" if s.carry_elites else ""
             smooth = f", noise smoothed by {s.noise_smoothing:g}" if s.noise_smoothing else ""
-            return f"CEM {counts} candidates, {s.elites} elites{smooth}{carried}"
+            kept = ", kept elites not scored again" if s.keep_elites and not s.rescore_kept_elites else ""
+            return f"CEM {counts} candidates, {s.elites} elites{smooth}{carried}{kept}"
         return (f"MPPI {s.iterations} × {s.samples} samples, noise std {s.std:g} smoothed by {s.noise_smoothing:g}, "
                 f"temperature {s.temperature:g}")

@@ -47,7 +47,11 @@ class VideoModelPlanner:
     A candidate's cost is ``cost`` of its predicted frames, averaged over ``samples``
     futures (common random numbers across candidates, see :mod:`seqvae.control.rollout`);
     with ``latent="mean"`` every latent is its distribution's mean (zero noise: one
-    deterministic future per candidate, the most likely one under the prior).
+    deterministic future per candidate, the most likely one under the prior). With
+    ``redraw_latents=False`` the latents are drawn once per situation (after each
+    :meth:`observe`) and every scoring call until the next observation uses them: the
+    iterations of one plan compare candidates on the same futures, and a candidate scored
+    again gets the same cost (what CEM's ``rescore_kept_elites=False`` relies on).
     It plans with :func:`~seqvae.control.rollout.rollout_copy` of ``model`` (BatchNorm
     folded, channels_last: the same predictions for less time), made when it is built.
     """
@@ -56,7 +60,7 @@ class VideoModelPlanner:
 
     def __init__(self, model: VideoPredictor, cost: FrameCost, samples: int = 1, seed: int = 0,
                  precision: str = "auto", max_batch: int | None = None, name: str = "learned",
-                 latent: str = "sample") -> None:
+                 latent: str = "sample", redraw_latents: bool = True) -> None:
         if not model.action_dim:
             raise ValueError("planning needs an action-conditioned model (train with model.action_conditioned=true)")
         if samples < 1:
@@ -66,7 +70,8 @@ class VideoModelPlanner:
         if latent == "mean" and samples != 1:
             raise ValueError(f"latent='mean' gives one deterministic future per candidate: samples must be 1, "
                              f"got {samples}")
-        self.latent = latent
+        self.latent, self.redraw_latents = latent, redraw_latents
+        self._latents: Tensor | None = None     # this situation's latents (redraw_latents=False)
         self.model, self.cost, self.samples, self.seed = rollout_copy(model), cost, samples, seed
         self.precision, self.max_batch, self.name = precision, max_batch, name
         self.n_ctx = model.n_past
@@ -85,6 +90,7 @@ class VideoModelPlanner:
         self.frames = [first] * self.n_ctx
         self.actions = [torch.zeros(self.model.action_dim, device=self.device)] * (self.n_ctx - 1)
         self.cost.observe(first)
+        self._latents = None
 
     def observe(self, env: Environment, action: Tensor) -> None:
         frame = self._camera(env)
@@ -92,6 +98,7 @@ class VideoModelPlanner:
         self.actions = (self.actions + [action.to(self.device, torch.float32)])[-(self.n_ctx - 1):] \
             if self.n_ctx > 1 else []
         self.cost.observe(frame)
+        self._latents = None
 
     def _camera(self, env: Environment) -> Tensor:
         return frames_to_float(env.observe().to(self.device))                  # [C, H, W]
@@ -112,14 +119,25 @@ class VideoModelPlanner:
                       precision=self.precision, max_batch=self.max_batch, noise=self._noise(ctx, actions.shape[1]))
         return out.costs[0].mean(-1)                                            # (K,)
 
-    def _noise(self, ctx: Tensor, horizon: int) -> Tensor | None:
-        """Zero latent noise (each latent its mean) with ``latent="mean"``; else None (drawn)."""
-        if self.latent != "mean" or not self.model.z_dim:
+    def _noise(self, ctx: Tensor, horizon: int, scoring: bool = True) -> Tensor | None:
+        """Zero latent noise (each latent its mean) with ``latent="mean"``; for ``scoring``
+        with ``redraw_latents=False``, this situation's latents (drawn at its first scoring,
+        as :func:`~seqvae.control.rollout.rollout` draws them); else None (drawn by each call;
+        previews draw from their own generator, so rendering never changes a plan)."""
+        if not self.model.z_dim:
             return None
-        return ctx.new_zeros(1, 1, self.n_ctx - 1 + horizon, self.model.z_dim)
+        shape = (1, self.samples, self.n_ctx - 1 + horizon, self.model.z_dim)
+        if self.latent == "mean":
+            return ctx.new_zeros(shape)
+        if self.redraw_latents or not scoring:
+            return None
+        if self._latents is None or tuple(self._latents.shape) != shape:
+            self._latents = torch.randn(shape, generator=self.generator, device=self.generator.device)
+        return self._latents
 
     def preview(self, actions: Tensor) -> Tensor:
         ctx, acts = self._context()
+        noise = self._noise(ctx, actions.shape[0], scoring=False)
         out = rollout(self.model, ctx, actions[None, None].to(self.device), 1, generator=self.preview_generator,
-                      context_actions=acts, precision=self.precision, noise=self._noise(ctx, actions.shape[0]))
+                      context_actions=acts, precision=self.precision, noise=noise)
         return out.frames[0, 0, 0]
