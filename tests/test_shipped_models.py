@@ -87,12 +87,13 @@ def test_the_shipped_action_model_plans_with_the_shipped_protocol():
     """Planning floor: four fixed validation episodes (seed 500; episodes 0, 2, 4 and 7) with
     the shipped protocol (configs/plan/pusher.yaml) and the tracker cost: at least three end
     within the success radius and their mean final distance is at most 0.12 (measured with the
-    shipped weights and protocol, replanning every step, on an AMD EPYC: 0.184, 0.065, 0.024,
-    0.030, mean 0.076; replanning every 2 steps ended them 0.005, 0.010, 0.019, 0.038 on an
-    Intel Xeon, the earlier 10-step protocol 0.03, 0.03, 0.04, 0.17), where random actions end
+    shipped weights and protocol, replanning every step with the latents drawn once per step, on
+    an AMD EPYC: 0.041, 0.033, 0.014, 0.068, mean 0.039; with new latents for every scoring
+    0.184, 0.065, 0.024, 0.030; replanning every 2 steps ended them 0.005, 0.010, 0.019, 0.038 on
+    an Intel Xeon, the earlier 10-step protocol 0.03, 0.03, 0.04, 0.17), where random actions end
     0.47-1.0 away. The closed loop amplifies rounding (bf16 kernels differ between CPUs), so the
     floor asks for three of four and a mean, not each episode's figure. A regression of the
-    weights, the model code, the rollouts, the cost or the planner fails here. About 56 s on one
+    weights, the model code, the rollouts, the cost or the planner fails here. About 40 s on one
     CPU thread."""
     import dataclasses
 
